@@ -1,0 +1,354 @@
+"""The install check: facts from env.py plus computations that really run, each line with a verdict.
+
+Verdicts: PASS and FAIL decide the exit status; WARN is worth reading but does not fail; INFO is a
+fact; SKIP is a check that does not apply here (e.g. CUDA on a CPU-only machine, unless
+`--require cuda`). Every FAIL and WARN carries a one-line hint of what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench import env as envmod
+
+PASS, FAIL, WARN, INFO, SKIP = "PASS", "FAIL", "WARN", "INFO", "SKIP"
+MATMUL_SIZE = 512
+FP32_BOUND = 1e-5  # relative Frobenius error of a 512x512 float32 matmul against float64: ~1e-7 typical
+TF32_BOUND = 5e-3  # with TF32 or reduced-precision matmul allowed: ~5e-4 typical
+CUDA_WHEEL_HINT = (
+    "install a CUDA build: pip install torch torchvision --extra-index-url https://download.pytorch.org/whl/cu128 "
+    "(pick the cuXXX your driver supports)"
+)
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    name: str
+    verdict: str
+    detail: str
+    hint: str = ""
+
+
+@dataclass
+class CheckReport:
+    lines: list[CheckLine]
+    env: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return all(line.verdict != FAIL for line in self.lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": "pass" if self.passed else "fail",
+            "lines": [asdict(line) for line in self.lines],
+            "env": self.env,
+        }
+
+
+def run_check(require: tuple[str, ...] = (), env: dict[str, Any] | None = None) -> CheckReport:
+    """Collects the facts (unless given) and runs every functional check on every visible device."""
+    facts = env if env is not None else envmod.collect_all()
+    lines: list[CheckLine] = []
+    lines += _python_lines(facts)
+    lines += _torch_lines(facts)
+    lines += _torchvision_lines(facts)
+    lines += _cpu_lines(facts)
+    cuda_lines, cuda_devices = _cuda_lines(facts, require_cuda="cuda" in require)
+    lines += cuda_lines
+    for device in ["cpu", *cuda_devices]:
+        lines.append(_functional(f"matmul {device}", lambda d=device: matmul_check(d)))
+        lines.append(_functional(f"autograd {device}", lambda d=device: autograd_check(d)))
+        lines.append(_torchvision_ops_line(facts, device))
+    return CheckReport(lines, facts)
+
+
+def _python_lines(facts: dict[str, Any]) -> list[CheckLine]:
+    python = facts["python"]
+    return [CheckLine("python", PASS, f"{python.get('version')} ({python.get('executable')})")]
+
+
+def _torch_lines(facts: dict[str, Any]) -> list[CheckLine]:
+    torch_facts = facts["torch"]
+    if torch_facts.get("available") is False:
+        return [CheckLine("torch", FAIL, f"not available: {torch_facts['reason']}", "pip install torch")]
+    cudnn = torch_facts.get("cudnn")
+    cudnn_text = f", cuDNN {cudnn // 10000}.{cudnn // 100 % 100}.{cudnn % 100}" if cudnn else ""
+    detail = f"{torch_facts['version']}, {torch_facts['build']}{cudnn_text}"
+    lines = [CheckLine("torch", PASS, detail)]
+    if torch_facts.get("arch_list"):
+        lines.append(CheckLine("torch arch list", INFO, " ".join(torch_facts["arch_list"])))
+    flags = torch_facts["flags"]
+    lines.append(
+        CheckLine(
+            "precision flags",
+            INFO,
+            f"float32 matmul precision {flags['float32_matmul_precision']}, TF32 matmul "
+            f"{'on' if flags['cuda_matmul_allow_tf32'] else 'off'}, TF32 cuDNN "
+            f"{'on' if flags['cudnn_allow_tf32'] else 'off'}, cuDNN benchmark "
+            f"{'on' if flags['cudnn_benchmark'] else 'off'}, deterministic "
+            f"{'on' if flags['cudnn_deterministic'] else 'off'}",
+        )
+    )
+    return lines
+
+
+def _torchvision_lines(facts: dict[str, Any]) -> list[CheckLine]:
+    vision = facts["torchvision"]
+    torch_version = facts["torch"].get("version", "")
+    expected = envmod.expected_torchvision(torch_version)
+    pair_hint = (
+        f"install the torchvision built for torch {torch_version}: pip install 'torchvision=={expected}.*' "
+        "from the same index as torch (or reinstall both together)"
+        if expected
+        else "install the torchvision release built for this torch, from the same index"
+    )
+    if not vision.get("available"):
+        installed = vision.get("installed_version")
+        detail = f"does not import: {vision['reason']}"
+        if installed:
+            detail += f" (installed: torchvision {installed}, torch {torch_version})"
+        return [CheckLine("torchvision", FAIL, detail, pair_hint if installed else "pip install torchvision")]
+    version = vision["version"]
+    if expected and not version.startswith(expected + "."):
+        return [
+            CheckLine(
+                "torchvision",
+                WARN,
+                f"{version} imports, but torch {torch_version} pairs with torchvision {expected}.x",
+                pair_hint,
+            )
+        ]
+    return [CheckLine("torchvision", PASS, f"{version} (pairs with torch {torch_version})")]
+
+
+def _cpu_lines(facts: dict[str, Any]) -> list[CheckLine]:
+    cpu, memory = facts["cpu"], facts["memory"]
+    lines = []
+    if cpu.get("available") is False:
+        lines.append(CheckLine("cpu", WARN, f"not available: {cpu['reason']}", "nothing to do unless numbers look odd"))
+    else:
+        quota = cpu.get("cgroup_cpu_quota")
+        quota_text = f", container CPU quota {quota:g}" if quota else ", no CPU quota"
+        lines.append(
+            CheckLine(
+                "cpu",
+                INFO,
+                f"{cpu['model']}: {cpu['physical_cores']} physical / {cpu['logical_cores']} logical cores, "
+                f"{cpu['affinity_cores']} in this process's affinity{quota_text}",
+            )
+        )
+        threads, usable = cpu["torch_threads"], cpu["usable_cpus"]
+        if usable and threads > max(1, round(usable)):
+            lines.append(
+                CheckLine(
+                    "threads",
+                    WARN,
+                    f"torch will use {threads} threads but only {usable:g} CPUs are usable here",
+                    f"set OMP_NUM_THREADS={max(1, int(usable))} (or torch.set_num_threads) to avoid oversubscription",
+                )
+            )
+        else:
+            lines.append(CheckLine("threads", PASS, f"torch uses {threads} threads for {usable:g} usable CPUs"))
+    if memory.get("available") is not False:
+        limit = memory.get("cgroup_limit_bytes")
+        limit_text = f", container limit {limit / 2**30:.1f} GiB" if limit else ""
+        lines.append(
+            CheckLine(
+                "memory",
+                INFO,
+                f"{memory['total_bytes'] / 2**30:.1f} GiB total, {memory['available_bytes'] / 2**30:.1f} GiB "
+                f"available{limit_text}",
+            )
+        )
+    return lines
+
+
+def _cuda_lines(facts: dict[str, Any], require_cuda: bool) -> tuple[list[CheckLine], list[str]]:
+    cuda, nvml = facts["cuda"], facts["nvml"]
+    lines: list[CheckLine] = []
+    if nvml.get("available"):
+        lines.append(
+            CheckLine(
+                "nvidia driver",
+                PASS,
+                f"{nvml['driver_version']} (supports CUDA {nvml.get('driver_cuda_version') or '?'}), "
+                f"{nvml['device_count']} GPU(s) via NVML",
+            )
+        )
+    else:
+        lines.append(CheckLine("nvidia driver", SKIP, f"not available: {nvml['reason']}"))
+    if not cuda.get("available"):
+        reason = cuda.get("reason", "unknown")
+        if require_cuda:
+            hint = CUDA_WHEEL_HINT if cuda.get("built_with") is None else _no_gpu_hint(nvml)
+            lines.append(CheckLine("cuda", FAIL, f"no usable CUDA device: {reason}", hint))
+        else:
+            lines.append(CheckLine("cuda", SKIP, f"not available: {reason}"))
+        return lines, []
+    lines.append(
+        CheckLine("cuda", PASS, f"torch built with CUDA {cuda['built_with']}, {cuda['device_count']} device(s) usable")
+    )
+    nvml_devices = {str(d.get("uuid", "")).removeprefix("GPU-"): d for d in nvml.get("devices", [])}
+    devices = []
+    for device in cuda["devices"]:
+        name = f"cuda:{device['index']}"
+        devices.append(name)
+        nvml_device = nvml_devices.get(str(device.get("uuid") or "").removeprefix("GPU-"), {})
+        driver = f", driver {nvml['driver_version']}" if nvml.get("available") else ""
+        used = nvml_device.get("memory_used_bytes")
+        used_text = f" ({used / 2**30:.1f} GiB in use)" if used is not None else ""
+        detail = (
+            f"{device['name']}, compute capability {device['capability']}, "
+            f"{device['total_memory_bytes'] / 2**30:.1f} GiB{used_text}{driver}; {device['arch_detail']}"
+        )
+        if device["arch_covered"]:
+            lines.append(CheckLine(f"gpu {name}", PASS, detail))
+        else:
+            lines.append(
+                CheckLine(
+                    f"gpu {name}",
+                    FAIL,
+                    detail,
+                    f"this torch build has no kernels for compute capability {device['capability']}: install a "
+                    "torch wheel built for a newer CUDA (a newer cuXXX index)",
+                )
+            )
+    lines.append(_count_line(cuda, nvml))
+    return lines, devices
+
+
+def _no_gpu_hint(nvml: dict[str, Any]) -> str:
+    if not nvml.get("available"):
+        return "install the NVIDIA driver (in a container: the NVIDIA Container Toolkit and --gpus all)"
+    return "check CUDA_VISIBLE_DEVICES and that the driver supports this torch's CUDA version (nvidia-smi)"
+
+
+def _count_line(cuda: dict[str, Any], nvml: dict[str, Any]) -> CheckLine:
+    torch_count = cuda["device_count"]
+    if not nvml.get("available"):
+        return CheckLine("device count", SKIP, f"torch sees {torch_count}; NVML not available to compare")
+    nvml_count = nvml["device_count"]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if torch_count == nvml_count:
+        return CheckLine("device count", PASS, f"torch and NVML both see {torch_count}")
+    if visible is not None and torch_count < nvml_count:
+        return CheckLine(
+            "device count", PASS, f"torch sees {torch_count} of NVML's {nvml_count} (CUDA_VISIBLE_DEVICES={visible})"
+        )
+    return CheckLine(
+        "device count",
+        FAIL,
+        f"torch sees {torch_count} CUDA device(s) but NVML sees {nvml_count}",
+        "a GPU may be in a bad state or unsupported by this build: run nvidia-smi and check dmesg",
+    )
+
+
+def _functional(name: str, probe: Callable[[], str]) -> CheckLine:
+    """Runs one real computation; any exception is a FAIL with its message and a hint."""
+    try:
+        return CheckLine(name, PASS, probe())
+    except CheckFailure as failure:
+        return CheckLine(name, FAIL, failure.detail, failure.hint)
+    except Exception as error:
+        message = " ".join(f"{type(error).__name__}: {error}".split())
+        return CheckLine(name, FAIL, message[:300], "the device or the install is broken: rerun with --json for facts")
+
+
+class CheckFailure(Exception):
+    def __init__(self, detail: str, hint: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.hint = hint
+
+
+def matmul_check(device: str) -> str:
+    """A float32 matmul on `device` against a float64 reference on the CPU, within a stated bound."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(MATMUL_SIZE, MATMUL_SIZE, generator=generator, dtype=torch.float64) * 2 - 1
+    b = torch.rand(MATMUL_SIZE, MATMUL_SIZE, generator=generator, dtype=torch.float64) * 2 - 1
+    reference = a @ b
+    result = (a.float().to(device) @ b.float().to(device)).cpu().double()
+    error = float((result - reference).norm() / reference.norm())
+    reduced = device.startswith("cuda") and (
+        torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    )
+    bound = TF32_BOUND if reduced else FP32_BOUND
+    mode = "TF32 allowed" if reduced else "full float32"
+    detail = f"{MATMUL_SIZE}x{MATMUL_SIZE} float32 vs float64: relative error {error:.1e} (bound {bound:.0e}, {mode})"
+    if not error <= bound:  # also catches NaN
+        raise CheckFailure(detail, "wrong results from this device's BLAS: check the driver and the torch build")
+    return detail
+
+
+def autograd_check(device: str) -> str:
+    """One forward/backward of the chapter's MLP: gradients match a float64 CPU reference, SGD lowers the loss."""
+    import torch
+
+    from bench.model import build_training
+
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(64, 784, generator=generator)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    reference = build_training("cpu", seed=3)
+    reference.net.double()
+    loss_ref = reference.criterion(reference.net(inputs.double()), labels)
+    loss_ref.backward()
+    training = build_training(device, seed=3)
+    x, y = inputs.to(device), labels.to(device)
+    loss = training.criterion(training.net(x), y)
+    loss.backward()
+    worst = 0.0
+    for (name, param), param_ref in zip(training.net.named_parameters(), reference.net.parameters()):
+        grad, grad_ref = param.grad.detach().cpu().double(), param_ref.grad
+        if not torch.isfinite(grad).all():
+            raise CheckFailure(f"gradient of {name} is not finite", "the device computes wrong results")
+        worst = max(worst, float((grad - grad_ref).norm() / grad_ref.norm().clamp_min(1e-12)))
+    bound = TF32_BOUND if device.startswith("cuda") else 1e-4
+    if not worst <= bound:
+        raise CheckFailure(
+            f"gradients differ from the float64 reference by {worst:.1e} (bound {bound:.0e})",
+            "wrong results from autograd on this device: check the driver and the torch build",
+        )
+    first = float(loss.detach())
+    for _ in range(5):
+        training.step(x, y)
+    with torch.no_grad():
+        last = float(training.criterion(training.net(x), y))
+    if not last < first:
+        raise CheckFailure(f"5 SGD steps did not lower the loss ({first:.4f} -> {last:.4f})", "optimizer is broken")
+    return f"MLP gradients within {worst:.1e} of float64 (bound {bound:.0e}); 5 SGD steps: loss {first:.3f} -> {last:.3f}"
+
+
+def nms_check(device: str) -> str:
+    """torchvision's compiled `nms` on three boxes: catches a torch/torchvision mismatch."""
+    import torch
+    import torchvision
+
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=torch.float32, device=device)
+    scores = torch.tensor([0.9, 0.8, 0.7], device=device)
+    keep = torchvision.ops.nms(boxes, scores, iou_threshold=0.5).cpu().tolist()
+    if keep != [0, 2]:
+        raise CheckFailure(f"nms kept {keep}, expected [0, 2]", "torchvision's compiled ops compute wrong results")
+    return "torchvision.ops.nms on 3 boxes kept [0, 2] as expected"
+
+
+def _torchvision_ops_line(facts: dict[str, Any], device: str) -> CheckLine:
+    name = f"torchvision ops {device}"
+    if not facts["torchvision"].get("available"):
+        return CheckLine(name, FAIL, "torchvision does not import (see above)", "fix the torchvision line first")
+    line = _functional(name, lambda: nms_check(device))
+    if line.verdict == FAIL and "does not exist" in line.detail:
+        expected = envmod.expected_torchvision(facts["torch"].get("version", ""))
+        return CheckLine(
+            name,
+            FAIL,
+            line.detail,
+            f"torch and torchvision are a mismatched pair: install torchvision {expected}.x from torch's index",
+        )
+    return line

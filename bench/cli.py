@@ -1,0 +1,333 @@
+"""The `bench` command: parses arguments, validates them, dispatches. Measures and formats nothing itself.
+
+Exit status: 0 success; 1 a check failed, a case errored, or `compare --fail-above` found a
+slowdown; 2 bad input (nothing was measured or changed); 130 a run stopped by Ctrl-C (its
+finished cases are saved and rendered).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench import __version__
+from bench.errors import BenchError, UsageError
+
+if TYPE_CHECKING:
+    from bench.results import Run
+    from bench.runner import Options
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """`16,64` -> (16, 64); anything but positive whole numbers is a UsageError naming the entry."""
+    sizes: list[int] = []
+    for item in _comma_list(text):
+        try:
+            size = int(item)
+        except ValueError:
+            raise UsageError(f"batch size {item!r} is not a whole number", hint="e.g. --batch-sizes 16,64,256") from None
+        if size < 1:
+            raise UsageError(f"batch size {size} must be at least 1", hint="e.g. --batch-sizes 16,64,256")
+        if size not in sizes:
+            sizes.append(size)
+    if not sizes:
+        raise UsageError("no batch size given", hint="e.g. --batch-sizes 16,64,256")
+    return tuple(sizes)
+
+
+def parse_choices(text: str, valid: Sequence[str], what: str) -> tuple[str, ...]:
+    items = _comma_list(text)
+    if items == ["all"]:
+        return tuple(valid)
+    unknown = [item for item in items if item not in valid]
+    if unknown or not items:
+        shown = ", ".join(repr(item) for item in unknown) or "nothing"
+        raise UsageError(f"unknown {what} {shown}", hint=f"choose from: {', '.join(valid)} (or all)")
+    return tuple(dict.fromkeys(items))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bench.data import DATASETS, DATA_DIR_ENV
+    from bench.runner import DEFAULT_BATCH_SIZES, QUICK_BATCH_SIZES
+    from bench.workloads import LOADERS, WORKLOADS
+
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description="Check a PyTorch install and benchmark the textbook MNIST MLP on every device.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="check the install: versions, devices, real computations on each")
+    check.add_argument("--json", action="store_true", help="print the facts and verdicts as JSON (default: a table)")
+    check.add_argument(
+        "--require",
+        action="append",
+        choices=["cuda"],
+        default=[],
+        help="make a missing capability a failure: `cuda` fails without a usable CUDA device (default: none)",
+    )
+
+    run = commands.add_parser("run", help="benchmark the MLP across devices, batch sizes and workloads")
+    run.add_argument(
+        "--devices",
+        help="comma-separated: cpu, cuda (all GPUs), cuda:N (default: cpu and every visible CUDA device; "
+        "with --quick: cpu)",
+    )
+    run.add_argument(
+        "--batch-sizes",
+        help=f"comma-separated (default: {','.join(map(str, DEFAULT_BATCH_SIZES))}; "
+        f"with --quick: {','.join(map(str, QUICK_BATCH_SIZES))})",
+    )
+    run.add_argument(
+        "--workloads", default="all", help=f"comma-separated from {', '.join(WORKLOADS)} (default: all)"
+    )
+    run.add_argument(
+        "--loaders",
+        default=",".join(LOADERS),
+        help="loaders for the epoch workload: torchvision (the chapter's DataLoader) and/or resident "
+        f"(data kept on the device) (default: {','.join(LOADERS)})",
+    )
+    run.add_argument(
+        "--train-loader",
+        choices=LOADERS,
+        default="resident",
+        help="loader for the train workload (default: resident; torchvision runs the chapter's pipeline)",
+    )
+    run.add_argument("--dataset", choices=DATASETS, default="auto", help="data set (default: auto: MNIST, else synthetic)")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        help=f"where the data sets live or are downloaded to (default: ${DATA_DIR_ENV}, else ~/.cache/torch-bench/data)",
+    )
+    run.add_argument("--no-download", action="store_true", help="never download a data set (default: download if missing)")
+    run.add_argument("--epochs", type=int, help="epochs of the train workload (default: 10; with --quick: 1)")
+    run.add_argument(
+        "--epoch-repeats", type=int, help="timed passes per epoch case (default: 3; with --quick: 1)"
+    )
+    run.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=0.80,
+        help="test accuracy the train workload reports the time to reach (default: 0.80)",
+    )
+    run.add_argument(
+        "--max-time",
+        type=float,
+        help="seconds pytest-benchmark spends timing each step case (default: 1.0; with --quick: 0.25)",
+    )
+    run.add_argument("--out", type=Path, help="run folder (default: results/<date>-<host>-<id>/)")
+    run.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke-sized run for CI and first contact: cpu only unless --devices is given, batch sizes "
+        "64 and 1024, one epoch (default: off)",
+    )
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="print the install check before benchmarking and stop if it fails (default: off; the check's "
+        "facts are always recorded)",
+    )
+    run.add_argument(
+        "--require", action="append", choices=["cuda"], default=[], help="with --check: as for `bench check`"
+    )
+    run.add_argument("--plot", action="store_true", help="also draw PNG plots (needs matplotlib) (default: off)")
+
+    report = commands.add_parser("report", help="re-render the tables of a run folder or its results.json")
+    report.add_argument("target", type=Path, help="a run folder, or the results.json inside it")
+    report.add_argument("--plot", action="store_true", help="also draw PNG plots into the run folder (needs matplotlib)")
+
+    compare = commands.add_parser("compare", help="compare two runs case by case (B relative to A)")
+    compare.add_argument("baseline", type=Path, help="run A: folder or results.json (the reference)")
+    compare.add_argument("candidate", type=Path, help="run B: folder or results.json")
+    compare.add_argument(
+        "--fail-above",
+        type=float,
+        metavar="PCT",
+        help="exit 1 if any case is significantly slower than A by more than PCT percent (default: never)",
+    )
+    compare.add_argument("--out", type=Path, help="also write the comparison as Markdown to this file (default: no)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "run":
+            return cmd_run(args, argv)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "compare":
+            return cmd_compare(args)
+    except BenchError as error:
+        print(f"bench {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"bench {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    raise AssertionError(args.command)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench.check import run_check
+    from bench.report import check_table
+
+    report = run_check(require=tuple(args.require))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(check_table(report))
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def run_options(args: argparse.Namespace) -> Options:
+    """Turns `bench run` arguments into validated Options (devices checked against this machine)."""
+    from bench.devices import default_devices, parse_devices
+    from bench.runner import DEFAULT_BATCH_SIZES, QUICK_BATCH_SIZES, Options
+    from bench.workloads import LOADERS, WORKLOADS
+
+    if args.devices:
+        devices = parse_devices(args.devices)
+    else:
+        devices = ["cpu"] if args.quick else default_devices()
+    if args.batch_sizes:
+        batch_sizes = parse_batch_sizes(args.batch_sizes)
+    else:
+        batch_sizes = QUICK_BATCH_SIZES if args.quick else DEFAULT_BATCH_SIZES
+    epochs = args.epochs if args.epochs is not None else (1 if args.quick else 10)
+    repeats = args.epoch_repeats if args.epoch_repeats is not None else (1 if args.quick else 3)
+    max_time = args.max_time if args.max_time is not None else (0.25 if args.quick else 1.0)
+    for value, name in ((epochs, "--epochs"), (repeats, "--epoch-repeats")):
+        if value < 1:
+            raise UsageError(f"{name} {value} must be at least 1")
+    if not 0 < max_time <= 600:
+        raise UsageError(f"--max-time {max_time:g} must be between 0 and 600 seconds")
+    if not 0 < args.target_accuracy <= 1:
+        raise UsageError(
+            f"--target-accuracy {args.target_accuracy:g} must be a fraction in (0, 1]", hint="e.g. 0.8 for 80%"
+        )
+    return Options(
+        devices=tuple(devices),
+        batch_sizes=tuple(batch_sizes),
+        workloads=parse_choices(args.workloads, WORKLOADS, "workload"),
+        loaders=parse_choices(args.loaders, LOADERS, "loader"),
+        train_loader=args.train_loader,
+        epochs=epochs,
+        epoch_repeats=repeats,
+        target_accuracy=args.target_accuracy,
+        max_time=max_time,
+        quick=args.quick,
+    )
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from bench import env as envmod
+    from bench import results as resultsmod
+    from bench.check import run_check
+    from bench.data import load_dataset
+    from bench.report import console_summary
+    from bench.report import check_table
+    from bench.runner import run_benchmarks
+
+    options = run_options(args)  # validation first: a typo fails here, in a second
+    run_id = resultsmod.new_run_id()
+    folder = args.out if args.out else resultsmod.default_run_folder(Path("results"), run_id)
+    resultsmod.prepare_run_folder(folder)
+    try:
+        dataset = load_dataset(args.dataset, args.data_dir, download=not args.no_download)
+    except BenchError:
+        _remove_if_empty(folder)
+        raise
+    if dataset.info.note:
+        print(f"dataset: {dataset.info.pretty_name}: {dataset.info.note}", file=sys.stderr)
+    facts = envmod.collect_all()
+    check = run_check(require=tuple(args.require), env=facts)
+    facts["check"] = check.to_dict()["lines"]
+    facts["command_line"] = shlex.join(["bench", *argv])
+    if args.check:
+        print(check_table(check))
+        if not check.passed:
+            print("bench run: the install check failed; nothing was measured", file=sys.stderr)
+            _remove_if_empty(folder)
+            return EXIT_FAILED
+    elif not check.passed:
+        failed = ", ".join(line.name for line in check.lines if line.verdict == "FAIL")
+        print(f"warning: install check failed ({failed}); run `bench check` for details", file=sys.stderr)
+    print(f"bench run: {folder}", file=sys.stderr)
+    run, folder = run_benchmarks(options, dataset, folder, facts, run_id)
+    if args.plot:
+        _plot(run, folder)
+    print(console_summary(run))
+    print(f"\nResults: {folder}/ (summary.md, results.csv, results.json)")
+    if run.state == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if any(case.status == "error" for case in run.cases) else EXIT_OK
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _plot(run: Run, folder: Path) -> list[Path]:
+    from bench import results as resultsmod
+    from bench.plots import draw_plots
+    from bench.report import write_tables
+
+    paths = draw_plots(run, folder)
+    run.options["plots"] = [path.name for path in paths]
+    resultsmod.save_run(run, folder)
+    write_tables(run, folder)
+    return paths
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import console_summary, write_tables
+    from bench.results import load_run, resolve_results_path
+
+    run = load_run(args.target)
+    folder = resolve_results_path(args.target).parent
+    write_tables(run, folder)
+    if args.plot:
+        _plot(run, folder)
+    print(console_summary(run))
+    print(f"\nWrote {folder / 'summary.md'} and {folder / 'results.csv'}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare_runs, comparison_markdown
+    from bench.results import load_run
+
+    if args.fail_above is not None and args.fail_above < 0:
+        raise UsageError(f"--fail-above {args.fail_above:g} must be a percentage of at least 0")
+    baseline, candidate = load_run(args.baseline), load_run(args.candidate)
+    comparison = compare_runs(baseline, candidate)
+    text = comparison_markdown(comparison)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    if args.fail_above is not None:
+        slower = comparison.slowdowns_above(args.fail_above)
+        if slower:
+            names = "; ".join(f"{row.key.label()} {row.change_percent:+.1f}%" for row in slower)
+            print(f"bench compare: {len(slower)} case(s) slower than A by more than {args.fail_above:g}%: {names}", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK

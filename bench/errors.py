@@ -1,0 +1,32 @@
+"""Errors a user can fix: each carries what was wrong and what to do, so the CLI can print both."""
+
+from __future__ import annotations
+
+
+class BenchError(Exception):
+    """A failure caused by input or environment, reported without a traceback.
+
+    `exit_code` 2 means bad input (nothing was measured); the CLI uses it as the process status.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class UsageError(BenchError):
+    """An option value that cannot work (unknown device, bad batch size, ...)."""
+
+
+class DatasetError(BenchError):
+    """Dataset files missing, truncated or corrupt, or a download that failed."""
+
+
+class ResultsFileError(BenchError):
+    """A file given to `report` or `compare` that is not a readable results file."""

@@ -1,0 +1,77 @@
+"""The textbook chapter's model, loss and optimizer, exactly as printed there.
+
+784 -> 64 -> ReLU -> 10, CrossEntropyLoss, SGD with lr 0.01 (no momentum). Every workload builds
+its model through `build_training`, so a change here changes every benchmark at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+INPUT_FEATURES = 28 * 28
+HIDDEN_FEATURES = 64
+CLASSES = 10
+LEARNING_RATE = 0.01
+CHAPTER_BATCH_SIZE = 64
+
+
+class Net(nn.Module):
+    """The chapter's `Net`: two linear layers with a ReLU between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(INPUT_FEATURES, HIDDEN_FEATURES)
+        self.fc2 = nn.Linear(HIDDEN_FEATURES, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+@dataclass
+class Training:
+    """A model with the loss and optimizer the chapter pairs with it, on one device."""
+
+    net: Net
+    criterion: nn.CrossEntropyLoss
+    optimizer: torch.optim.SGD
+    device: torch.device
+
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One training step as in the chapter's loop; returns the loss without reading it (no sync)."""
+        self.optimizer.zero_grad()
+        outputs = self.net(inputs.view(-1, INPUT_FEATURES))
+        loss = self.criterion(outputs, labels)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+
+def build_training(device: torch.device | str, seed: int = 0) -> Training:
+    """Builds the chapter's model, loss and optimizer on `device` with reproducible initial weights."""
+    device = torch.device(device)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        net = Net().to(device)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE)
+    return Training(net=net, criterion=criterion, optimizer=optimizer, device=device)
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000) -> float:
+    """Share of `images` the model classifies correctly (eval mode, no grad, one sync at the end)."""
+    was_training = net.training
+    net.eval()
+    correct = torch.zeros((), dtype=torch.long, device=images.device)
+    for start in range(0, len(images), batch_size):
+        outputs = net(images[start : start + batch_size].view(-1, INPUT_FEATURES))
+        correct += (outputs.argmax(dim=1) == labels[start : start + batch_size]).sum()
+    net.train(was_training)
+    return correct.item() / max(len(images), 1)

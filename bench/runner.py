@@ -1,0 +1,306 @@
+"""A run: plan the cases, measure them one at a time, save each as it finishes, render the tables.
+
+The cases execute as one pytest session (`bench/sweep_pytest.py`, one test item per case) so that
+the step workloads are timed by pytest-benchmark itself: its calibration, statistics and JSON,
+with a timer that waits for the device (`devices.device_clock`). Epoch and train cases time
+themselves (they are single long passes). Whatever a case raises, the sweep goes on: an allocation
+failure becomes status `oom`, anything else status `error`, and every finished case is on disk
+before the next one starts. The first Ctrl-C stops after the current case; a second one aborts it.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import results as resultsmod
+from bench.data import Dataset
+from bench.devices import device_clock
+from bench.memory import MemoryMonitor
+from bench.model import CHAPTER_BATCH_SIZE
+from bench.results import CaseKey, CaseResult, Run
+from bench.workloads import STEP_WORKLOADS, make_step, run_epochs, run_training
+
+DEFAULT_BATCH_SIZES = (16, CHAPTER_BATCH_SIZE, 256, 1024, 4096)
+QUICK_BATCH_SIZES = (CHAPTER_BATCH_SIZE, 1024)
+MIN_ROUND_S = 1e-3  # a timed round lasts at least 1 ms, so a device wait is paid once per many small calls
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that decides what a run measures; stored in results.json as `options`."""
+
+    devices: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    workloads: tuple[str, ...]
+    loaders: tuple[str, ...] = ("torchvision", "resident")
+    train_loader: str = "resident"
+    epochs: int = 10
+    epoch_repeats: int = 3
+    target_accuracy: float = 0.80
+    max_time: float = 1.0
+    min_rounds: int = 5
+    quick: bool = False
+    plots: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan(options: Options) -> list[CaseKey]:
+    """Cases in execution order: device by device, workload by workload, then loaders and batch sizes."""
+    cases = []
+    for device in options.devices:
+        for workload in options.workloads:
+            if workload == "epoch":
+                loaders: tuple[str | None, ...] = options.loaders
+            elif workload == "train":
+                loaders = (options.train_loader,)
+            else:
+                loaders = (None,)
+            for loader in loaders:
+                for batch_size in options.batch_sizes:
+                    cases.append(CaseKey(workload, device, batch_size, loader))
+    return cases
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A CUDA OOM, a CPU allocation failure, or Python's MemoryError."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "Cannot allocate memory" in text
+    )
+
+
+def release_memory(device: str) -> None:
+    """Frees what a finished (or failed) case left behind before the next one starts."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class Sweep:
+    """The state of one run while it executes: the plan, the run record and its folder."""
+
+    run: Run
+    folder: Path
+    dataset: Dataset
+    options: Options
+    cases: list[CaseKey]
+    progress: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
+    stop_requested: bool = False
+
+    def measure(self, key: CaseKey, benchmark: Any | None) -> CaseResult:
+        """Measures one case and records it; never raises for what happens inside the case."""
+        index = len(self.run.cases) + 1
+        self.progress(f"[{index:>3}/{len(self.cases)}] {key.label()} ...")
+        start = time.perf_counter()
+        try:
+            result = self._measure(key, benchmark)
+        except Exception as error:
+            status = "oom" if is_out_of_memory(error) else "error"
+            message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+            result = CaseResult.failed(key, status, message)
+        finally:
+            release_memory(key.device)
+        result = replace(result, wall_s=round(time.perf_counter() - start, 3))
+        self.record(result)
+        self.progress(f"        {describe(result)}")
+        return result
+
+    def _measure(self, key: CaseKey, benchmark: Any | None) -> CaseResult:
+        monitor = MemoryMonitor(key.device)
+        if key.workload in STEP_WORKLOADS:
+            if benchmark is None:
+                raise RuntimeError("step workloads are timed by pytest-benchmark; no fixture was given")
+            with monitor:
+                step = make_step(key.workload, self.dataset, key.device, key.batch_size)
+                benchmark(step)
+            stats = benchmark.stats
+            return CaseResult.measured(
+                key,
+                list(stats.stats.data),
+                key.batch_size,
+                monitor.reading,
+                details={
+                    "calls_per_round": stats.iterations,
+                    "rounds": len(stats.stats.data),
+                    "timer": getattr(stats.options.get("timer"), "__name__", str(stats.options.get("timer"))),
+                },
+            )
+        if key.workload == "epoch":
+            with monitor:
+                timings = run_epochs(self.dataset, key.device, key.batch_size, key.loader or "", self.options.epoch_repeats)
+            samples = timings[0].samples
+            return CaseResult.measured(
+                key,
+                [t.seconds for t in timings],
+                samples,
+                monitor.reading,
+                details={
+                    "data_seconds": [t.data_seconds for t in timings],
+                    "samples_per_epoch": samples,
+                    "batches_per_epoch": timings[0].batches,
+                },
+            )
+        if key.workload == "train":
+            with monitor:
+                training = run_training(self.dataset, key.device, key.batch_size, self.options.epochs, key.loader or "")
+            return CaseResult.measured(
+                key,
+                training.epoch_seconds,
+                training.samples_per_epoch,
+                monitor.reading,
+                test_accuracy=training.test_accuracies,
+                details={
+                    "target_accuracy": self.options.target_accuracy,
+                    "mean_loss": training.mean_losses,
+                    "eval_seconds": training.eval_seconds,
+                    "data_seconds": training.data_seconds,
+                    "samples_per_epoch": training.samples_per_epoch,
+                },
+            )
+        raise ValueError(f"unknown workload {key.workload!r}")
+
+    def record(self, result: CaseResult) -> None:
+        self.run.cases.append(result)
+        resultsmod.save_run(self.run, self.folder)
+
+
+def describe(result: CaseResult) -> str:
+    """The progress line for a finished case."""
+    if not result.ok:
+        return f"{result.status.upper()}: {result.error}"
+    spread = f"spread {result.spread:.1%}" if result.spread is not None else "spread n/a"
+    noisy = " NOISY" if result.summary() and result.summary().noisy else ""  # type: ignore[union-attr]
+    accuracy = f", test accuracy {result.test_accuracy[-1]:.1%}" if result.test_accuracy else ""
+    rate = result.samples_per_s or 0.0
+    return f"{rate:,.0f} samples/s, median {result.median_s:.4g} s ({spread}{noisy}, n={result.n}){accuracy}"
+
+
+@contextmanager
+def stop_after_current_case(sweep: Sweep) -> Iterator[None]:
+    """First Ctrl-C: finish the case in progress, then stop. Second Ctrl-C: stop now."""
+    if threading.current_thread() is not threading.main_thread():  # signals can only be set there
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if sweep.stop_requested:
+            raise KeyboardInterrupt
+        sweep.stop_requested = True
+        sweep.progress("Ctrl-C: stopping after the current case (press Ctrl-C again to abort it now)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def execute(sweep: Sweep) -> str:
+    """Runs every planned case through pytest; returns the run's final state."""
+    import pytest
+
+    from bench import sweep_pytest
+
+    plugin = sweep_pytest.SweepPlugin(sweep)
+    with tempfile.TemporaryDirectory(prefix="bench-pytest-") as config_dir:
+        ini = Path(config_dir) / "pytest.ini"
+        ini.write_text("[pytest]\n")  # the sweep must not pick up the caller's pytest configuration
+        args = [
+            sweep_pytest.__file__,
+            "-c",
+            str(ini),
+            "--rootdir",
+            config_dir,
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:terminal",
+            "-p",
+            "pytest_benchmark.plugin",
+            "--capture=no",
+            "-W",
+            "ignore::pytest.PytestUnraisableExceptionWarning",
+            "--benchmark-disable-gc",
+            "--benchmark-min-time",
+            str(MIN_ROUND_S),
+            "--benchmark-max-time",
+            str(sweep.options.max_time),
+            "--benchmark-min-rounds",
+            str(sweep.options.min_rounds),
+            "--benchmark-json",
+            str(sweep.folder / resultsmod.PYTEST_BENCHMARK_FILE),
+            "--benchmark-quiet",
+        ]
+        previous_autoload = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+        os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plugins named above
+        try:
+            with stop_after_current_case(sweep):
+                exit_code = pytest.main(args, plugins=[plugin])
+        finally:
+            if previous_autoload is None:
+                os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
+            else:
+                os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = previous_autoload
+    if plugin.internal_error:
+        raise RuntimeError(f"the benchmark session failed: {plugin.internal_error}")
+    if exit_code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
+        raise RuntimeError(f"the benchmark session failed to start (pytest exit status {int(exit_code)}); see above")
+    finished = len(sweep.run.cases) >= len(sweep.cases)
+    if finished and exit_code in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return "complete"
+    return "interrupted"
+
+
+def run_benchmarks(
+    options: Options,
+    dataset: Dataset,
+    folder: Path,
+    env: dict[str, Any],
+    run_id: str,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Run, Path]:
+    """Measures every planned case into `folder` (already checked writable) and writes the tables."""
+    from bench.report import write_tables
+
+    cases = plan(options)
+    run = Run(
+        run_id=run_id,
+        created=resultsmod.utc_now(),
+        env=env,
+        dataset=dataset.info.as_dict(),
+        options=options.as_dict(),
+        planned_cases=len(cases),
+    )
+    sweep = Sweep(run=run, folder=folder, dataset=dataset, options=options, cases=cases)
+    if progress is not None:
+        sweep.progress = progress
+    resultsmod.save_run(run, folder)
+    try:
+        run.state = execute(sweep)
+    except BaseException:
+        run.state = "interrupted"
+        raise
+    finally:
+        run.finished = resultsmod.utc_now()
+        resultsmod.save_run(run, folder)
+        write_tables(run, folder)
+    return run, folder
