@@ -125,7 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-time",
         type=float,
-        help="seconds pytest-benchmark spends timing each step case (default: 1.0; with --quick: 0.25)",
+        help="seconds pytest-benchmark spends timing each step case, all passes together (default: 1.0; "
+        "with --quick: 0.25)",
+    )
+    run.add_argument(
+        "--passes",
+        type=int,
+        help="passes over the step workloads, spread through the run so drift shows in the samples and "
+        "`compare` can test across passes; --max-time is split between them (default: 3; with --quick: 1)",
     )
     run.add_argument("--out", type=Path, help="run folder (default: results/<date>-<host>-<id>/)")
     run.add_argument(
@@ -212,7 +219,8 @@ def run_options(args: argparse.Namespace) -> Options:
     epochs = args.epochs if args.epochs is not None else (1 if args.quick else 10)
     repeats = args.epoch_repeats if args.epoch_repeats is not None else (1 if args.quick else 3)
     max_time = args.max_time if args.max_time is not None else (0.25 if args.quick else 1.0)
-    for value, name in ((epochs, "--epochs"), (repeats, "--epoch-repeats")):
+    passes = args.passes if args.passes is not None else (1 if args.quick else 3)
+    for value, name in ((epochs, "--epochs"), (repeats, "--epoch-repeats"), (passes, "--passes")):
         if value < 1:
             raise UsageError(f"{name} {value} must be at least 1")
     if not 0 < max_time <= 600:
@@ -231,6 +239,7 @@ def run_options(args: argparse.Namespace) -> Options:
         epoch_repeats=repeats,
         target_accuracy=args.target_accuracy,
         max_time=max_time,
+        passes=passes,
         quick=args.quick,
     )
 

@@ -63,7 +63,8 @@ def write_idx(path: str | os.PathLike[str], tensor: torch.Tensor, compress: bool
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if compress:
-        with gzip.GzipFile(tmp, "wb", mtime=0) as handle:  # mtime 0: identical bytes on every write
+        # mtime 0 and the final name in the header: identical bytes on every write
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename=path.stem, mode="wb", fileobj=raw, mtime=0) as handle:
             handle.write(payload)
     else:
         tmp.write_bytes(payload)

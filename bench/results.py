@@ -14,13 +14,13 @@ import os
 import platform
 import secrets
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bench.errors import ResultsFileError, UsageError
-from bench.stats import Summary, summarize
+from bench.stats import Summary, block_medians, summarize
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -59,6 +59,7 @@ class CaseResult:
     n: int = 0
     samples_s: list[float] = field(default_factory=list)
     samples_per_call: int | None = None
+    pass_medians: list[float] | None = None
     host_rss_start_bytes: int | None = None
     host_rss_peak_bytes: int | None = None
     device_peak_allocated_bytes: int | None = None
@@ -78,6 +79,50 @@ class CaseResult:
 
     def summary(self) -> Summary | None:
         return summarize(self.samples_s) if self.samples_s else None
+
+    def independent_samples(self) -> list[float]:
+        """Per-sample seconds in units whose noise is independent enough for a test between runs.
+
+        Step cases: one median per pass (passes are spread over the run), or, measured in a single
+        pass, medians of five stretches of its rounds. Epoch and train cases: one value per epoch.
+        """
+        per_call = self.samples_per_call or 1
+        if self.pass_medians and len(self.pass_medians) >= 2:
+            units = self.pass_medians
+        elif self.pass_medians is not None:
+            units = block_medians(self.samples_s)
+        else:
+            units = self.samples_s
+        return [seconds / per_call for seconds in units]
+
+    def merged_with(self, later: CaseResult) -> CaseResult:
+        """This case after another pass: samples pooled, pass medians appended, memory peaks kept."""
+        if not later.ok:
+            failures = [*self.details.get("failed_passes", []), f"{later.status}: {later.error}"]
+            return replace(self, details={**self.details, "failed_passes": failures})
+        if not self.ok:
+            return later
+        samples = self.samples_s + later.samples_s
+        summary = summarize(samples)
+        peaks = {}
+        for name in ("host_rss_peak_bytes", "device_peak_allocated_bytes", "device_peak_reserved_bytes",
+                     "nvml_used_peak_bytes"):
+            values = [v for v in (getattr(self, name), getattr(later, name)) if v is not None]
+            peaks[name] = max(values) if values else None
+        details = {**self.details, "rounds": self.details.get("rounds", 0) + later.details.get("rounds", 0)}
+        return replace(
+            self,
+            samples_s=samples,
+            median_s=summary.median,
+            iqr_s=summary.iqr,
+            spread=summary.spread,
+            n=summary.n,
+            samples_per_s=(self.samples_per_call or 1) / summary.median if summary.median > 0 else None,
+            pass_medians=[*(self.pass_medians or []), *(later.pass_medians or [])],
+            details=details,
+            wall_s=round((self.wall_s or 0) + (later.wall_s or 0), 3),
+            **peaks,
+        )
 
     @classmethod
     def measured(

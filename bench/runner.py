@@ -27,10 +27,10 @@ import torch
 
 from bench import results as resultsmod
 from bench.data import Dataset
-from bench.devices import device_clock
 from bench.memory import MemoryMonitor
 from bench.model import CHAPTER_BATCH_SIZE
 from bench.results import CaseKey, CaseResult, Run
+from bench.stats import summarize
 from bench.workloads import STEP_WORKLOADS, make_step, run_epochs, run_training
 
 DEFAULT_BATCH_SIZES = (16, CHAPTER_BATCH_SIZE, 256, 1024, 4096)
@@ -50,8 +50,9 @@ class Options:
     epochs: int = 10
     epoch_repeats: int = 3
     target_accuracy: float = 0.80
-    max_time: float = 1.0
+    max_time: float = 1.0  # per step case, all passes together
     min_rounds: int = 5
+    passes: int = 3
     quick: bool = False
     plots: tuple[str, ...] = ()
 
@@ -74,6 +75,22 @@ def plan(options: Options) -> list[CaseKey]:
                 for batch_size in options.batch_sizes:
                     cases.append(CaseKey(workload, device, batch_size, loader))
     return cases
+
+
+@dataclass(frozen=True)
+class Item:
+    """One execution: a case in one pass. Step cases run once per pass; the others only in the first."""
+
+    key: CaseKey
+    pass_index: int
+
+
+def schedule(cases: list[CaseKey], passes: int) -> list[Item]:
+    """Pass 1 runs every case; later passes revisit the step cases, so their samples span the run."""
+    items = [Item(key, 0) for key in cases]
+    for pass_index in range(1, passes):
+        items += [Item(key, pass_index) for key in cases if key.workload in STEP_WORKLOADS]
+    return items
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -105,11 +122,18 @@ class Sweep:
     cases: list[CaseKey]
     progress: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
     stop_requested: bool = False
+    done: int = 0
 
-    def measure(self, key: CaseKey, benchmark: Any | None) -> CaseResult:
-        """Measures one case and records it; never raises for what happens inside the case."""
-        index = len(self.run.cases) + 1
-        self.progress(f"[{index:>3}/{len(self.cases)}] {key.label()} ...")
+    @property
+    def items(self) -> list[Item]:
+        return schedule(self.cases, self.options.passes)
+
+    def measure(self, item: Item, benchmark: Any | None) -> CaseResult:
+        """Measures one case in one pass and records it; never raises for what happens inside the case."""
+        key = item.key
+        passes = f" (pass {item.pass_index + 1}/{self.options.passes})" if self.options.passes > 1 else ""
+        self.done += 1
+        self.progress(f"[{self.done:>3}/{len(self.items)}] {key.label()}{passes} ...")
         start = time.perf_counter()
         try:
             result = self._measure(key, benchmark)
@@ -120,7 +144,7 @@ class Sweep:
         finally:
             release_memory(key.device)
         result = replace(result, wall_s=round(time.perf_counter() - start, 3))
-        self.record(result)
+        result = self.record(result)
         self.progress(f"        {describe(result)}")
         return result
 
@@ -133,11 +157,13 @@ class Sweep:
                 step = make_step(key.workload, self.dataset, key.device, key.batch_size)
                 benchmark(step)
             stats = benchmark.stats
+            samples = list(stats.stats.data)
             return CaseResult.measured(
                 key,
-                list(stats.stats.data),
+                samples,
                 key.batch_size,
                 monitor.reading,
+                pass_medians=[summarize(samples).median],
                 details={
                     "calls_per_round": stats.iterations,
                     "rounds": len(stats.stats.data),
@@ -178,9 +204,17 @@ class Sweep:
             )
         raise ValueError(f"unknown workload {key.workload!r}")
 
-    def record(self, result: CaseResult) -> None:
-        self.run.cases.append(result)
+    def record(self, result: CaseResult) -> CaseResult:
+        """Adds a pass to the run (merged with the case's earlier passes) and saves the run at once."""
+        for index, earlier in enumerate(self.run.cases):
+            if earlier.key == result.key:
+                result = earlier.merged_with(result)
+                self.run.cases[index] = result
+                break
+        else:
+            self.run.cases.append(result)
         resultsmod.save_run(self.run, self.folder)
+        return result
 
 
 def describe(result: CaseResult) -> str:
@@ -243,7 +277,7 @@ def execute(sweep: Sweep) -> str:
             "--benchmark-min-time",
             str(MIN_ROUND_S),
             "--benchmark-max-time",
-            str(sweep.options.max_time),
+            str(sweep.options.max_time / sweep.options.passes),
             "--benchmark-min-rounds",
             str(sweep.options.min_rounds),
             "--benchmark-json",
@@ -264,7 +298,7 @@ def execute(sweep: Sweep) -> str:
         raise RuntimeError(f"the benchmark session failed: {plugin.internal_error}")
     if exit_code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
         raise RuntimeError(f"the benchmark session failed to start (pytest exit status {int(exit_code)}); see above")
-    finished = len(sweep.run.cases) >= len(sweep.cases)
+    finished = sweep.done >= len(sweep.items)
     if finished and exit_code in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return "complete"
     return "interrupted"

@@ -6,11 +6,10 @@ better statistic later needs no re-run.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 NOISY_SPREAD = 0.10  # IQR/median above this flags a cell as noisy
 
@@ -41,38 +40,103 @@ def summarize(samples: Sequence[float]) -> Summary:
     return Summary(len(samples), median, iqr, iqr / median if median > 0 else None)
 
 
+def _incomplete_beta(x: float, a: float, b: float) -> float:
+    """Regularized incomplete beta I_x(a, b) by its continued fraction (modified Lentz)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only on this side
+        return 1.0 - _incomplete_beta(1 - x, b, a)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 300):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-12:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+def t_cdf(t: float, df: float) -> float:
+    """Student's t distribution function."""
+    tail = 0.5 * _incomplete_beta(df / (df + t * t), df / 2, 0.5)
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(probability: float, df: float) -> float:
+    """Inverse of `t_cdf` by bisection (probability in (0.5, 1)); exact to about 1e-9."""
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < probability:
+        high *= 2
+    for _ in range(100):
+        middle = (low + high) / 2
+        if t_cdf(middle, df) < probability:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
 @dataclass(frozen=True)
 class RatioEstimate:
-    """B/A ratio of medians with a bootstrap confidence interval."""
+    """B/A ratio of geometric means with a confidence interval (Welch's t on log times)."""
 
     ratio: float
     low: float
     high: float
-    confidence: float
-    resampled: bool = True
+    n_a: int
+    n_b: int
+
+    @property
+    def testable(self) -> bool:
+        return self.n_a >= 2 and self.n_b >= 2
 
     @property
     def significant(self) -> bool:
-        """True when the interval excludes 1 (no change); never on a single sample per side."""
-        return self.resampled and (self.low > 1.0 or self.high < 1.0)
+        """True when the interval excludes 1 (no change); never with a single sample on a side."""
+        return self.testable and (self.low > 1.0 or self.high < 1.0)
 
 
-def bootstrap_ratio(
-    a: Sequence[float], b: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
-) -> RatioEstimate:
-    """Percentile-bootstrap interval of median(b)/median(a), resampling each run's samples independently.
+def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> RatioEstimate:
+    """Welch's t interval for mean(log b) - mean(log a), returned as a ratio B/A.
 
-    Deterministic (fixed seed) so a comparison reads the same every time it is rendered. With fewer
-    than two samples on either side there is nothing to resample: the interval is the point itself
-    and the result is never called significant.
+    Timings are compared on a log scale because noise is multiplicative (a busy machine slows
+    everything by a factor). The inputs should be independent units: one value per pass or per
+    epoch, not rounds from one stretch of time, whose noise is correlated.
     """
-    ratio = statistics.median(b) / statistics.median(a)
+    if not a or not b or min(a) <= 0 or min(b) <= 0:
+        raise ValueError("ratio_interval needs positive samples on both sides")
+    log_a, log_b = [math.log(x) for x in a], [math.log(x) for x in b]
+    mean_a, mean_b = statistics.fmean(log_a), statistics.fmean(log_b)
+    ratio = math.exp(mean_b - mean_a)
     if len(a) < 2 or len(b) < 2:
-        return RatioEstimate(ratio, ratio, ratio, confidence, resampled=False)
-    rng = np.random.default_rng(seed)
-    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    medians_a = np.median(rng.choice(a_arr, size=(resamples, len(a_arr))), axis=1)
-    medians_b = np.median(rng.choice(b_arr, size=(resamples, len(b_arr))), axis=1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(medians_b / medians_a, [tail, 1 - tail])
-    return RatioEstimate(ratio, float(low), float(high), confidence)
+        return RatioEstimate(ratio, ratio, ratio, len(a), len(b))
+    var_a, var_b = statistics.variance(log_a) / len(a), statistics.variance(log_b) / len(b)
+    se = math.sqrt(var_a + var_b)
+    if se == 0:
+        return RatioEstimate(ratio, ratio, ratio, len(a), len(b))
+    df = (var_a + var_b) ** 2 / (
+        (var_a**2 / (len(a) - 1) if var_a else 0) + (var_b**2 / (len(b) - 1) if var_b else 0)
+    )
+    margin = t_quantile(1 - (1 - confidence) / 2, df) * se
+    return RatioEstimate(ratio, math.exp(mean_b - mean_a - margin), math.exp(mean_b - mean_a + margin), len(a), len(b))
+
+
+def block_medians(samples: Sequence[float], blocks: int = 5) -> list[float]:
+    """Medians of `blocks` consecutive stretches of time-ordered samples (fewer if there are few)."""
+    count = min(blocks, len(samples))
+    if count == 0:
+        return []
+    size = len(samples) / count
+    return [statistics.median(samples[round(i * size) : round((i + 1) * size)]) for i in range(count)]

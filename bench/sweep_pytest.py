@@ -23,14 +23,15 @@ class SweepPlugin:
         self.internal_error: str | None = None
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        if "case" not in metafunc.fixturenames:
+        if "item" not in metafunc.fixturenames:
             return
         params = []
-        for key in self._sweep.cases:
+        for item in self._sweep.items:
+            key = item.key
             marks = [pytest.mark.benchmark(timer=device_clock(key.device), group=key.workload)]
-            case_id = f"{key.workload}-{key.loader or 'step'}-{key.device}-{key.batch_size}"
-            params.append(pytest.param(key, id=case_id, marks=marks))
-        metafunc.parametrize("case", params)
+            item_id = f"{key.workload}-{key.loader or 'step'}-{key.device}-{key.batch_size}-pass{item.pass_index + 1}"
+            params.append(pytest.param(item, id=item_id, marks=marks))
+        metafunc.parametrize("item", params)
 
     @pytest.fixture
     def sweep(self) -> Any:
@@ -60,6 +61,6 @@ class SweepPlugin:
         }
 
 
-def test_case(case: Any, sweep: Any, request: pytest.FixtureRequest) -> None:
-    benchmark = request.getfixturevalue("benchmark") if case.workload in STEP_WORKLOADS else None
-    sweep.measure(case, benchmark)
+def test_case(item: Any, sweep: Any, request: pytest.FixtureRequest) -> None:
+    benchmark = request.getfixturevalue("benchmark") if item.key.workload in STEP_WORKLOADS else None
+    sweep.measure(item, benchmark)

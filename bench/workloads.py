@@ -31,10 +31,10 @@ WARMUP_BATCHES = 5
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def make_step(workload: str, dataset: Dataset, device: torch.device | str, batch_size: int) -> Callable[[], None]:
-    """The callable a step workload times, warmed up: lazy init and allocator growth are paid here."""
-    training = build_training(device)
-    inputs, labels = fixed_batch(dataset, batch_size, device)
+def step_function(
+    workload: str, training: Training, inputs: torch.Tensor, labels: torch.Tensor
+) -> Callable[[], None]:
+    """The zero-argument callable of a step workload over one fixed batch."""
     if workload == "forward":
         training.net.eval()
 
@@ -55,6 +55,15 @@ def make_step(workload: str, dataset: Dataset, device: torch.device | str, batch
 
     else:
         raise ValueError(f"{workload!r} is not a step workload ({', '.join(STEP_WORKLOADS)})")
+    return step
+
+
+def make_step(workload: str, dataset: Dataset, device: torch.device | str, batch_size: int) -> Callable[[], None]:
+    """The callable a step workload times, warmed up: lazy init and allocator growth are paid here."""
+    if workload not in STEP_WORKLOADS:
+        raise ValueError(f"{workload!r} is not a step workload ({', '.join(STEP_WORKLOADS)})")
+    inputs, labels = fixed_batch(dataset, batch_size, device)
+    step = step_function(workload, build_training(device), inputs, labels)
     for _ in range(WARMUP_CALLS):
         step()
     synchronize(device)

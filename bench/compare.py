@@ -1,0 +1,188 @@
+"""`bench compare A B`: per case, B's time relative to A's, with a verdict drawn from the raw samples.
+
+The test is Welch's t on log times over independent units (`CaseResult.independent_samples`: one
+median per pass for step cases, one value per epoch otherwise), giving an interval for B/A. The
+intervals hold jointly at 95% (Bonferroni over the compared cases), so comparing forty cases does
+not produce two false alarms by chance. A case is called slower or faster only when its interval
+excludes 1 *and* the change exceeds `MIN_EFFECT`. Rounds timed back to back inside one pass are not independent: a machine that slows
+down for a few seconds slows all of them, which is why single-pass runs get a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabulate import tabulate
+
+from bench.report import fmt_seconds
+from bench.results import CaseKey, CaseResult, Run
+from bench.stats import RatioEstimate, ratio_interval
+
+MIN_EFFECT = 0.05
+FAMILY_CONFIDENCE = 0.95
+FASTER, SLOWER, SAME = "faster", "slower", "no significant change"
+
+# facts that make two runs' numbers incomparable when they differ: (label, path into env)
+ENV_FACTS = (
+    ("host", ("host",)),
+    ("torch", ("torch", "version")),
+    ("CUDA build", ("torch", "cuda")),
+    ("cuDNN", ("torch", "cudnn")),
+    ("torchvision", ("torchvision", "version")),
+    ("Python", ("python", "version")),
+    ("CPU", ("cpu", "model")),
+    ("usable CPUs", ("cpu", "usable_cpus")),
+    ("torch threads", ("cpu", "torch_threads")),
+    ("NVIDIA driver", ("nvml", "driver_version")),
+    ("container image", ("container", "image")),
+    ("TF32 matmul", ("torch", "flags", "cuda_matmul_allow_tf32")),
+)
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    key: CaseKey
+    a: CaseResult | None
+    b: CaseResult | None
+    estimate: RatioEstimate | None
+    verdict: str
+
+    @property
+    def change_percent(self) -> float:
+        """Change of B's time against A's, in percent (+ = slower)."""
+        return (self.estimate.ratio - 1) * 100 if self.estimate else 0.0
+
+
+@dataclass
+class Comparison:
+    a: Run
+    b: Run
+    rows: list[ComparisonRow]
+    warnings: list[str] = field(default_factory=list)
+    min_effect: float = MIN_EFFECT
+    case_confidence: float = FAMILY_CONFIDENCE
+
+    def slowdowns_above(self, percent: float) -> list[ComparisonRow]:
+        return [row for row in self.rows if row.verdict == SLOWER and row.change_percent > percent]
+
+
+def compare_runs(a: Run, b: Run, min_effect: float = MIN_EFFECT) -> Comparison:
+    """Pairs the cases of two runs by workload, device, batch size and loader, and judges each pair."""
+    cases_a = {case.key: case for case in a.cases}
+    cases_b = {case.key: case for case in b.cases}
+    keys = list(dict.fromkeys([*cases_a, *cases_b]))
+    testable = sum(
+        1
+        for key in keys
+        if key in cases_a
+        and key in cases_b
+        and cases_a[key].ok
+        and cases_b[key].ok
+        and min(len(cases_a[key].independent_samples()), len(cases_b[key].independent_samples())) >= 2
+    )
+    confidence = 1 - (1 - FAMILY_CONFIDENCE) / max(testable, 1)
+    rows = [_judge(key, cases_a.get(key), cases_b.get(key), min_effect, confidence) for key in keys]
+    return Comparison(a, b, rows, environment_differences(a, b), min_effect, confidence)
+
+
+def _judge(
+    key: CaseKey, a: CaseResult | None, b: CaseResult | None, min_effect: float, confidence: float
+) -> ComparisonRow:
+    if a is None or b is None:
+        return ComparisonRow(key, a, b, None, "only in B" if a is None else "only in A")
+    if not a.ok or not b.ok:
+        failed = " and ".join(name for name, case in (("A", a), ("B", b)) if not case.ok)
+        status = "/".join(sorted({case.status.upper() for case in (a, b) if not case.ok}))
+        return ComparisonRow(key, a, b, None, f"{status} in {failed}")
+    estimate = ratio_interval(a.independent_samples(), b.independent_samples(), confidence)
+    if not estimate.testable:
+        return ComparisonRow(key, a, b, estimate, "one sample: cannot tell")
+    verdict = SAME
+    if estimate.significant and abs(estimate.ratio - 1) > min_effect:
+        verdict = SLOWER if estimate.ratio > 1 else FASTER
+    return ComparisonRow(key, a, b, estimate, verdict)
+
+
+def _lookup(env: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = env
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def environment_differences(a: Run, b: Run) -> list[str]:
+    """What differs between the two runs' machines, builds, data or settings, one line each."""
+    lines = []
+    for label, path in ENV_FACTS:
+        left, right = _lookup(a.env, path), _lookup(b.env, path)
+        if left != right:
+            lines.append(f"{label} differs: A {left} vs B {right}")
+    gpus_a = [device.get("name") for device in a.env.get("cuda", {}).get("devices", [])]
+    gpus_b = [device.get("name") for device in b.env.get("cuda", {}).get("devices", [])]
+    if gpus_a != gpus_b:
+        lines.append(f"GPUs differ: A {gpus_a or 'none'} vs B {gpus_b or 'none'}")
+    if a.dataset.get("name") != b.dataset.get("name"):
+        lines.append(f"dataset differs: A {a.dataset.get('name')} vs B {b.dataset.get('name')}")
+    for option in ("max_time", "epoch_repeats", "epochs", "train_loader"):
+        if a.options.get(option) != b.options.get(option):
+            lines.append(f"option {option} differs: A {a.options.get(option)} vs B {b.options.get(option)}")
+    for name, run in (("A", a), ("B", b)):
+        if run.options.get("passes", 1) < 2 and any(case.pass_medians for case in run.cases):
+            lines.append(
+                f"run {name} timed its step cases in a single pass: their intervals cannot see drift "
+                "between passes (run with --passes 3 or more for comparisons)"
+            )
+        if run.partial:
+            lines.append(f"run {name} is partial ({len(run.cases)} of {run.planned_cases} cases)")
+    return lines
+
+
+def comparison_markdown(comparison: Comparison) -> str:
+    a, b = comparison.a, comparison.b
+    parts = [
+        f"# Comparison: B ({b.run_id}) against A ({a.run_id})",
+        "",
+        f"A: {a.env.get('command_line', '?')} — {a.created}  ",
+        f"B: {b.env.get('command_line', '?')} — {b.created}",
+        "",
+    ]
+    if comparison.warnings:
+        parts += ["**Warning: the runs differ in ways that can explain changes:**", ""]
+        parts += [f"- {line}" for line in comparison.warnings]
+        parts.append("")
+    rows = []
+    for row in comparison.rows:
+        estimate = row.estimate
+        interval = f"{estimate.low:.3f}–{estimate.high:.3f}" if estimate and estimate.testable else "–"
+        rows.append(
+            [
+                row.key.label(),
+                fmt_seconds(row.a.median_s) if row.a and row.a.ok else "",
+                fmt_seconds(row.b.median_s) if row.b and row.b.ok else "",
+                f"{estimate.ratio:.3f}" if estimate else "",
+                interval,
+                f"{row.change_percent:+.1f}%" if estimate else "",
+                row.verdict,
+            ]
+        )
+    parts.append(
+        tabulate(
+            rows,
+            headers=["case", "A median", "B median", "time B/A", "interval", "change", "verdict"],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
+    counts = {verdict: sum(row.verdict == verdict for row in comparison.rows) for verdict in (SLOWER, FASTER, SAME)}
+    parts += [
+        "",
+        f"{counts[SLOWER]} slower, {counts[FASTER]} faster, {counts[SAME]} without significant change. "
+        "time B/A > 1 means B is slower (ratio of geometric means over passes or epochs). Intervals: "
+        f"Welch's t on log times, {comparison.case_confidence:.2%} each so that all hold together at "
+        f"{FAMILY_CONFIDENCE:.0%}. A verdict needs the interval to exclude 1 and a change above "
+        f"{comparison.min_effect:.0%}.",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,128 @@
+"""The probes: each returns facts or a reason, parsers work on real files laid out like /proc and /sys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import env
+
+
+def test_collect_all_has_every_area_and_never_raises() -> None:
+    facts = env.collect_all()
+    for area in env.COLLECTORS:
+        assert isinstance(facts[area], dict), area
+    assert facts["torch"]["version"] == torch.__version__
+    assert facts["cpu"]["torch_threads"] == torch.get_num_threads()
+    assert facts["cpu"]["logical_cores"] >= 1
+    assert facts["memory"]["total_bytes"] > 0
+
+
+def test_guard_turns_an_exception_into_a_reason() -> None:
+    def broken() -> dict:
+        raise OSError("no such thing")
+
+    assert env._guard(broken) == {"available": False, "reason": "OSError: no such thing"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_no_gpu_is_a_reason_not_an_error() -> None:
+    cuda = env.collect_cuda()
+    assert cuda["available"] is False
+    assert "no usable GPU" in cuda["reason"] or "CPU-only" in cuda["reason"]
+
+
+def test_nvml_reports_driver_or_a_reason() -> None:
+    nvml = env.collect_nvml()
+    if nvml["available"]:
+        assert nvml["driver_version"] and nvml["device_count"] >= 0
+    else:
+        assert "NVML" in nvml["reason"] or "nvidia-ml-py" in nvml["reason"] or "driver" in nvml["reason"]
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_cgroup_cpu_quota(tmp_path: Path, files: dict[str, str], expected: float | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert env.cgroup_cpu_quota(tmp_path) == expected
+
+
+def test_cgroup_memory_limit(tmp_path: Path) -> None:
+    (tmp_path / "memory.max").write_text("max\n")
+    assert env.cgroup_memory_limit(tmp_path) is None
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    assert env.cgroup_memory_limit(tmp_path) == 2**30
+
+
+def test_cpu_model_and_governor_from_files(tmp_path: Path) -> None:
+    (tmp_path / "cpuinfo").write_text("processor : 0\nmodel name\t: Example CPU @ 3.0GHz\n")
+    assert env.cpu_model(tmp_path / "cpuinfo") == "Example CPU @ 3.0GHz"
+    governor = tmp_path / "cpu0" / "cpufreq" / "scaling_governor"
+    governor.parent.mkdir(parents=True)
+    governor.write_text("performance\n")
+    assert env.cpu_governor(tmp_path) == "performance"
+    assert env.cpu_governor(tmp_path / "missing") is None
+
+
+def test_container_markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BENCH_IMAGE", raising=False)
+    assert env.collect_container(tmp_path)["in_container"] is False
+    (tmp_path / ".dockerenv").write_text("")
+    monkeypatch.setenv("BENCH_IMAGE", "torch-bench:cpu")
+    facts = env.collect_container(tmp_path)
+    assert facts["in_container"] is True and facts["image"] == "torch-bench:cpu"
+
+
+@pytest.mark.parametrize(
+    ("capability", "arch_list", "covered", "how"),
+    [
+        ((9, 0), ["sm_80", "sm_90"], True, "native"),
+        ((9, 0), ["sm_80", "sm_90a"], True, "native"),
+        ((8, 6), ["sm_80", "sm_90"], True, "binary-compatible kernels (sm_80)"),
+        ((12, 0), ["sm_90", "compute_90"], True, "PTX"),
+        ((12, 0), ["sm_80", "sm_90"], False, "not covered"),
+        ((7, 0), ["sm_75", "sm_80"], False, "not covered"),
+        ((10, 0), ["sm_90", "sm_100"], True, "native"),
+    ],
+)
+def test_arch_coverage(capability: tuple[int, int], arch_list: list[str], covered: bool, how: str) -> None:
+    result, detail = env.arch_coverage(capability, arch_list)
+    assert result is covered
+    assert how in detail
+
+
+def test_expected_torchvision_pairs() -> None:
+    assert env.expected_torchvision("2.14.1+cu130") == "0.29"
+    assert env.expected_torchvision("2.9.1") == "0.24"
+    assert env.expected_torchvision("1.13.0") is None
+
+
+def test_throttle_reasons_are_named() -> None:
+    assert env.decode_throttle_reasons(None) is None
+    assert env.decode_throttle_reasons(0) == []
+    assert env.decode_throttle_reasons(0x1 | 0x40) == ["gpu_idle", "hw_thermal_slowdown"]
+
+
+def test_load_probe_sees_a_busy_process() -> None:
+    import subprocess
+    import sys
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        load = env.collect_load(sample_s=0.5, busy_percent=30)
+    finally:
+        spinner.kill()
+    assert any(process["pid"] == spinner.pid for process in load["busy_processes"])
+    assert load["loadavg"] is not None and len(load["loadavg"]) == 3

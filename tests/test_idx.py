@@ -1,0 +1,81 @@
+"""The IDX reader on real, synthetic and damaged files."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.errors import DatasetError
+from bench.idx import IMAGE_DIMS, LABEL_DIMS, read_idx, write_idx
+from tests.conftest import FASHION_DIR, requires_fashion
+
+
+@requires_fashion
+def test_reads_real_fashion_mnist_gzipped() -> None:
+    images = read_idx(FASHION_DIR / "train-images-idx3-ubyte.gz", IMAGE_DIMS)
+    labels = read_idx(FASHION_DIR / "train-labels-idx1-ubyte.gz", LABEL_DIMS)
+    assert images.shape == (60000, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (60000,)
+    assert int(labels.max()) == 9 and int(labels.min()) == 0
+    assert 0 < float(images.float().mean()) < 255
+
+
+@pytest.mark.parametrize("name", ["plain-idx3-ubyte", "zipped-idx3-ubyte.gz"])
+def test_write_then_read_round_trip(tmp_path: Path, name: str) -> None:
+    data = torch.randint(0, 256, (7, 28, 28), dtype=torch.uint8)
+    path = write_idx(tmp_path / name, data)
+    assert torch.equal(read_idx(path, IMAGE_DIMS), data)
+    if name.endswith(".gz"):
+        assert gzip.open(path).read(4) == bytes([0, 0, 8, 3])
+
+
+def test_gzip_output_is_deterministic(tmp_path: Path) -> None:
+    data = torch.arange(10, dtype=torch.uint8)
+    first = write_idx(tmp_path / "a" / "labels.gz", data).read_bytes()
+    second = write_idx(tmp_path / "b" / "labels.gz", data).read_bytes()
+    assert first == second
+
+
+def _valid_bytes() -> bytes:
+    return bytes([0, 0, 8, 1]) + (5).to_bytes(4, "big") + bytes(range(5))
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"", "too short"),
+        (bytes([1, 0, 8, 1]) + (5).to_bytes(4, "big") + bytes(5), "bad magic"),
+        (bytes([0, 0, 0x0D, 1]) + (5).to_bytes(4, "big") + bytes(20), "not unsigned byte"),
+        (_valid_bytes()[:-2], "truncated"),
+        (_valid_bytes() + b"\x00", "trailing bytes"),
+        (bytes([0, 0, 8, 3]) + (5).to_bytes(4, "big"), "file ends after"),
+    ],
+)
+def test_damaged_files_name_the_file_and_the_problem(tmp_path: Path, payload: bytes, expected: str) -> None:
+    path = tmp_path / "labels-idx1-ubyte"
+    path.write_bytes(payload)
+    with pytest.raises(DatasetError) as error:
+        read_idx(path)
+    assert str(path) in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_wrong_number_of_dimensions_is_reported(tmp_path: Path) -> None:
+    path = write_idx(tmp_path / "images", torch.zeros(5, dtype=torch.uint8))
+    with pytest.raises(DatasetError, match="1 dimension"):
+        read_idx(path, IMAGE_DIMS)
+
+
+def test_damaged_gzip_is_reported(tmp_path: Path) -> None:
+    path = write_idx(tmp_path / "x.gz", torch.zeros(100, 28, 28, dtype=torch.uint8))
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(DatasetError, match=r"corrupt dataset file .*x\.gz: gzip data is damaged"):
+        read_idx(path)
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="dataset file not found"):
+        read_idx(tmp_path / "nope")

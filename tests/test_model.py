@@ -1,0 +1,49 @@
+"""The chapter's model, loss and optimizer, and the accuracy helper."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.model import Net, accuracy, build_training
+
+
+def test_model_is_the_chapters_mlp() -> None:
+    training = build_training("cpu")
+    shapes = [tuple(parameter.shape) for parameter in training.net.parameters()]
+    assert shapes == [(64, 784), (64,), (10, 64), (10,)]
+    assert isinstance(training.net, Net)
+    assert isinstance(training.criterion, torch.nn.CrossEntropyLoss)
+    group = training.optimizer.param_groups[0]
+    assert isinstance(training.optimizer, torch.optim.SGD)
+    assert group["lr"] == 0.01 and group["momentum"] == 0
+
+
+def test_same_seed_same_weights_without_touching_the_global_generator() -> None:
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first, second = build_training("cpu", seed=5), build_training("cpu", seed=5)
+    assert torch.rand(1).item() == expected_next.item()
+    for a, b in zip(first.net.parameters(), second.net.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch() -> None:
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(32, 1, 28, 28, generator=generator)
+    labels = torch.randint(0, 10, (32,), generator=generator)
+    training = build_training("cpu")
+    first = training.step(inputs, labels).item()
+    for _ in range(30):
+        last = training.step(inputs, labels).item()
+    assert last < first * 0.9
+
+
+def test_accuracy_counts_correct_predictions() -> None:
+    training = build_training("cpu")
+    inputs = torch.randn(50, 784)
+    predicted = training.net(inputs).argmax(dim=1)
+    labels = predicted.clone()
+    labels[:10] = (labels[:10] + 1) % 10
+    assert accuracy(training.net, inputs, labels, batch_size=7) == 40 / 50
+    assert training.net.training, "accuracy() must restore training mode"

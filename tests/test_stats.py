@@ -1,0 +1,77 @@
+"""Median, spread and the bootstrap ratio."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+
+from bench.stats import NOISY_SPREAD, block_medians, ratio_interval, summarize, t_cdf, t_quantile
+
+
+def test_summary_of_known_samples() -> None:
+    summary = summarize([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert summary.median == 3.0
+    assert summary.iqr == pytest.approx(2.0)  # quartiles 2 and 4 (inclusive method)
+    assert summary.spread == pytest.approx(2.0 / 3.0)
+    assert summary.noisy
+
+
+def test_single_sample_has_unknown_spread_not_zero() -> None:
+    summary = summarize([0.5])
+    assert summary.n == 1 and summary.spread is None and not summary.noisy
+
+
+def test_empty_samples_are_an_error() -> None:
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_quiet_samples_are_not_noisy() -> None:
+    rng = random.Random(0)
+    samples = [1.0 + rng.uniform(-0.01, 0.01) for _ in range(100)]
+    assert summarize(samples).spread < NOISY_SPREAD
+
+
+def test_interval_finds_a_real_slowdown_and_not_a_fake_one() -> None:
+    rng = random.Random(1)
+    a = [1.0 * math.exp(rng.gauss(0, 0.05)) for _ in range(5)]
+    same = [1.0 * math.exp(rng.gauss(0, 0.05)) for _ in range(5)]
+    slower = [1.3 * math.exp(rng.gauss(0, 0.05)) for _ in range(5)]
+    assert not ratio_interval(a, same).significant
+    estimate = ratio_interval(a, slower)
+    assert estimate.significant and estimate.low > 1.1 and estimate.ratio == pytest.approx(1.3, rel=0.1)
+
+
+def test_interval_matches_a_textbook_welch_computation() -> None:
+    a, b = [1.0, 1.2, 1.1], [2.0, 2.2, 2.1]
+    estimate = ratio_interval(a, b)
+    log_a, log_b = [math.log(x) for x in a], [math.log(x) for x in b]
+    va, vb = statistics.variance(log_a) / 3, statistics.variance(log_b) / 3
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+    margin = t_quantile(0.975, df) * math.sqrt(va + vb)
+    center = statistics.fmean(log_b) - statistics.fmean(log_a)
+    assert estimate.low == pytest.approx(math.exp(center - margin))
+    assert estimate.high == pytest.approx(math.exp(center + margin))
+
+
+def test_single_samples_are_never_significant() -> None:
+    single = ratio_interval([1.0], [3.0])
+    assert single.ratio == pytest.approx(3.0) and not single.testable and not single.significant
+
+
+@pytest.mark.parametrize(
+    ("probability", "df", "expected"),
+    [(0.975, 1, 12.7062), (0.975, 4, 2.7764), (0.975, 30, 2.0423), (0.995, 3, 5.8409), (0.9995, 10, 4.5869),
+     (0.975, 1e6, 1.9600)],
+)
+def test_t_quantiles_match_published_tables(probability: float, df: float, expected: float) -> None:
+    assert t_quantile(probability, df) == pytest.approx(expected, abs=2e-4)
+    assert t_cdf(expected, df) == pytest.approx(probability, abs=1e-5)
+
+
+def test_block_medians_follow_time_order() -> None:
+    assert block_medians([1, 1, 5, 5, 9, 9], blocks=3) == [1, 5, 9]
+    assert block_medians([3.0], blocks=5) == [3.0]
