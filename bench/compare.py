@@ -4,12 +4,16 @@ The test is Welch's t on log times over independent units (`CaseResult.independe
 median per pass for step cases, one value per epoch otherwise), giving an interval for B/A. The
 intervals hold jointly at 95% (Bonferroni over the compared cases), so comparing forty cases does
 not produce two false alarms by chance. A case is called slower or faster only when its interval
-excludes 1 *and* the change exceeds `MIN_EFFECT`. Rounds timed back to back inside one pass are not independent: a machine that slows
-down for a few seconds slows all of them, which is why single-pass runs get a warning.
+excludes 1 *and* the change exceeds a floor: `MIN_EFFECT`, or the runs' own noise level (the
+median spread IQR/median of their cells) when that is larger. On a shared machine whose speed drifts by tens of
+percent from one minute to the next, no within-run statistic sees the drift between two runs; the
+floor keeps such drift from being reported as a change, and the report prints the floor it used.
+Rounds timed back to back inside one pass are not independent either, hence the single-pass warning.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +66,7 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     min_effect: float = MIN_EFFECT
     case_confidence: float = FAMILY_CONFIDENCE
+    noise: tuple[float | None, float | None] = (None, None)
 
     def slowdowns_above(self, percent: float) -> list[ComparisonRow]:
         return [row for row in self.rows if row.verdict == SLOWER and row.change_percent > percent]
@@ -82,8 +87,16 @@ def compare_runs(a: Run, b: Run, min_effect: float = MIN_EFFECT) -> Comparison:
         and min(len(cases_a[key].independent_samples()), len(cases_b[key].independent_samples())) >= 2
     )
     confidence = 1 - (1 - FAMILY_CONFIDENCE) / max(testable, 1)
-    rows = [_judge(key, cases_a.get(key), cases_b.get(key), min_effect, confidence) for key in keys]
-    return Comparison(a, b, rows, environment_differences(a, b), min_effect, confidence)
+    noise = (noise_level(a), noise_level(b))
+    floor = max([min_effect, *[level for level in noise if level is not None]])
+    rows = [_judge(key, cases_a.get(key), cases_b.get(key), floor, confidence) for key in keys]
+    return Comparison(a, b, rows, environment_differences(a, b), floor, confidence, noise)
+
+
+def noise_level(run: Run) -> float | None:
+    """The run's typical cell spread (median of IQR/median over its timed cells), or None."""
+    spreads = sorted(case.spread for case in run.cases if case.ok and case.spread is not None)
+    return statistics.median(spreads) if spreads else None
 
 
 def _judge(
@@ -149,6 +162,12 @@ def comparison_markdown(comparison: Comparison) -> str:
         f"B: {b.env.get('command_line', '?')} — {b.created}",
         "",
     ]
+    noise_a, noise_b = comparison.noise
+    parts += [
+        f"Noise level (median spread of the cells): A {_percent(noise_a)}, B {_percent(noise_b)}; changes "
+        f"under {comparison.min_effect:.1%} (5%, or the larger noise level) are not called.",
+        "",
+    ]
     if comparison.warnings:
         parts += ["**Warning: the runs differ in ways that can explain changes:**", ""]
         parts += [f"- {line}" for line in comparison.warnings]
@@ -183,6 +202,10 @@ def comparison_markdown(comparison: Comparison) -> str:
         "time B/A > 1 means B is slower (ratio of geometric means over passes or epochs). Intervals: "
         f"Welch's t on log times, {comparison.case_confidence:.2%} each so that all hold together at "
         f"{FAMILY_CONFIDENCE:.0%}. A verdict needs the interval to exclude 1 and a change above "
-        f"{comparison.min_effect:.0%}.",
+        f"{comparison.min_effect:.1%}.",
     ]
     return "\n".join(parts)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"

@@ -1,0 +1,116 @@
+"""`bench run` end to end, and bad input: a clear message, exit status 2, nothing measured or written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main, parse_batch_sizes
+from bench.errors import UsageError
+from tests.conftest import SMALL_RUN_ARGS, load_json, run_cli
+
+
+def test_small_run_writes_every_file(small_run: Path) -> None:
+    names = {path.name for path in small_run.iterdir()}
+    assert {"results.json", "results.csv", "summary.md", "pytest-benchmark.json"} <= names
+    data = load_json(small_run / "results.json")
+    assert data["state"] == "complete" and data["planned_cases"] == len(data["cases"]) == 2 * (3 + 2 + 1)
+
+
+def test_pytest_benchmark_json_is_the_engines_own(small_run: Path) -> None:
+    raw = load_json(small_run / "pytest-benchmark.json")
+    assert "machine_info" in raw and raw["machine_info"]["torch_bench"]["torch"]
+    names = {bench["name"] for bench in raw["benchmarks"]}
+    assert any("train_step-step-cpu-32" in name for name in names)
+    results = load_json(small_run / "results.json")
+    step = next(c for c in results["cases"] if c["workload"] == "train_step" and c["batch_size"] == 32)
+    engine = [b for b in raw["benchmarks"] if "train_step-step-cpu-32" in b["name"]]
+    pooled = [x for b in engine for x in b["stats"]["data"]]
+    assert sorted(pooled) == sorted(step["samples_s"])  # the very samples pytest-benchmark took
+    assert step["details"]["calls_per_round"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-sizes", "0"], "batch size 0 must be at least 1"),
+        (["--batch-sizes", "16,abc"], "batch size 'abc' is not a whole number"),
+        (["--batch-sizes", "-4"], "must be at least 1"),
+        (["--workloads", "forward,backward"], "unknown workload 'backward'"),
+        (["--loaders", "fast"], "unknown loader 'fast'"),
+        (["--devices", "gpu"], "unknown device 'gpu'"),
+        (["--devices", "cpu,cuda:7"], "cuda:7"),
+        (["--epochs", "0"], "--epochs 0 must be at least 1"),
+        (["--passes", "0"], "--passes 0 must be at least 1"),
+        (["--target-accuracy", "80"], "must be a fraction"),
+    ],
+)
+def test_bad_options_fail_fast_and_write_nothing(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(["run", *args, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert message in captured.err
+    assert not out.exists()
+
+
+def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["run", "--quick", "--dataset", "synthetic", "--out", str(blocker / "run")]) == 2
+    assert "cannot write results to" in capsys.readouterr().err
+
+
+def test_missing_dataset_without_download(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code = main(["run", "--quick", "--dataset", "mnist", "--no-download", "--data-dir", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "MNIST not found" in err and "--dataset synthetic" in err
+    assert not out.exists()
+
+
+def test_corrupt_dataset_names_the_file(tmp_path: Path, small_real_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in small_real_dir.iterdir():
+        (data / path.name).write_bytes(path.read_bytes())
+    broken = data / "train-labels-idx1-ubyte.gz"
+    broken.write_bytes(b"\x1f\x8b garbage")
+    code = main(["run", "--quick", "--dataset", "fashion-mnist", "--data-dir", str(data), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(broken) in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_parse_batch_sizes_keeps_order_and_drops_repeats() -> None:
+    assert parse_batch_sizes("64, 16,64") == (64, 16)
+    with pytest.raises(UsageError):
+        parse_batch_sizes(",")
+
+
+def test_help_states_every_default() -> None:
+    result = run_cli("run", "--help")
+    options = [line for line in result.stdout.splitlines() if line.strip().startswith("--") and "help" not in line]
+    text = " ".join(result.stdout.split())
+    for option in ("--devices", "--batch-sizes", "--workloads", "--dataset", "--data-dir", "--epochs", "--out", "--quick"):
+        start = text.index(f" {option} ")
+        assert "default" in text[start : start + 400], option
+    assert options
+
+
+def test_synthetic_run_is_labelled_everywhere(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_cli(
+        "run", *SMALL_RUN_ARGS, "--workloads", "train", "--batch-sizes", "500", "--epochs", "1",
+        "--dataset", "synthetic", "--data-dir", str(tmp_path / "data"), "--out", str(out),
+    )
+    assert result.returncode == 0, result.output
+    summary = (out / "summary.md").read_text()
+    assert "SYNTHETIC" in summary and "accuracy is not meaningful" in summary
+    assert "SYNTHETIC" in result.stdout
+    assert json.loads((out / "results.json").read_text())["dataset"]["synthetic"] is True
+    assert "True" in (out / "results.csv").read_text().splitlines()[1]
