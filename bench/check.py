@@ -129,7 +129,9 @@ def _cpu_lines(facts: dict[str, Any]) -> list[CheckLine]:
     cpu, memory = facts["cpu"], facts["memory"]
     lines = []
     if cpu.get("available") is False:
-        lines.append(CheckLine("cpu", WARN, f"not available: {cpu['reason']}", "nothing to do unless numbers look odd"))
+        lines.append(
+            CheckLine("cpu", WARN, f"not available: {cpu['reason']}", "nothing to do unless numbers look odd")
+        )
     else:
         quota = cpu.get("cgroup_cpu_quota")
         quota_text = f", container CPU quota {quota:g}" if quota else ", no CPU quota"
@@ -152,7 +154,9 @@ def _cpu_lines(facts: dict[str, Any]) -> list[CheckLine]:
                 )
             )
         else:
-            lines.append(CheckLine("threads", PASS, f"torch uses {threads} threads for {usable:g} usable CPUs"))
+            lines.append(
+                CheckLine("threads", PASS, f"torch uses {threads} threads for {usable:g} usable CPUs")
+            )
     if memory.get("available") is not False:
         limit = memory.get("cgroup_limit_bytes")
         limit_text = f", container limit {limit / 2**30:.1f} GiB" if limit else ""
@@ -190,7 +194,11 @@ def _cuda_lines(facts: dict[str, Any], require_cuda: bool) -> tuple[list[CheckLi
             lines.append(CheckLine("cuda", SKIP, f"not available: {reason}"))
         return lines, []
     lines.append(
-        CheckLine("cuda", PASS, f"torch built with CUDA {cuda['built_with']}, {cuda['device_count']} device(s) usable")
+        CheckLine(
+            "cuda",
+            PASS,
+            f"torch built with CUDA {cuda['built_with']}, {cuda['device_count']} device(s) usable",
+        )
     )
     nvml_devices = {str(d.get("uuid", "")).removeprefix("GPU-"): d for d in nvml.get("devices", [])}
     devices = []
@@ -237,7 +245,9 @@ def _count_line(cuda: dict[str, Any], nvml: dict[str, Any]) -> CheckLine:
         return CheckLine("device count", PASS, f"torch and NVML both see {torch_count}")
     if visible is not None and torch_count < nvml_count:
         return CheckLine(
-            "device count", PASS, f"torch sees {torch_count} of NVML's {nvml_count} (CUDA_VISIBLE_DEVICES={visible})"
+            "device count",
+            PASS,
+            f"torch sees {torch_count} of NVML's {nvml_count} (CUDA_VISIBLE_DEVICES={visible})",
         )
     return CheckLine(
         "device count",
@@ -255,7 +265,9 @@ def _functional(name: str, probe: Callable[[], str]) -> CheckLine:
         return CheckLine(name, FAIL, failure.detail, failure.hint)
     except Exception as error:
         message = " ".join(f"{type(error).__name__}: {error}".split())
-        return CheckLine(name, FAIL, message[:300], "the device or the install is broken: rerun with --json for facts")
+        return CheckLine(
+            name, FAIL, message[:300], "the device or the install is broken: rerun with --json for facts"
+        )
 
 
 class CheckFailure(Exception):
@@ -282,7 +294,9 @@ def matmul_check(device: str) -> str:
     mode = "TF32 allowed" if reduced else "full float32"
     detail = f"{MATMUL_SIZE}x{MATMUL_SIZE} float32 vs float64: relative error {error:.1e} (bound {bound:.0e}, {mode})"
     if not error <= bound:  # also catches NaN
-        raise CheckFailure(detail, "wrong results from this device's BLAS: check the driver and the torch build")
+        raise CheckFailure(
+            detail, "wrong results from this device's BLAS: check the driver and the torch build"
+        )
     return detail
 
 
@@ -304,7 +318,9 @@ def autograd_check(device: str) -> str:
     loss = training.criterion(training.net(x), y)
     loss.backward()
     worst = 0.0
-    for (name, param), param_ref in zip(training.net.named_parameters(), reference.net.parameters()):
+    for (name, param), param_ref in zip(
+        training.net.named_parameters(), reference.net.parameters(), strict=True
+    ):
         grad, grad_ref = param.grad.detach().cpu().double(), param_ref.grad
         if not torch.isfinite(grad).all():
             raise CheckFailure(f"gradient of {name} is not finite", "the device computes wrong results")
@@ -321,7 +337,9 @@ def autograd_check(device: str) -> str:
     with torch.no_grad():
         last = float(training.criterion(training.net(x), y))
     if not last < first:
-        raise CheckFailure(f"5 SGD steps did not lower the loss ({first:.4f} -> {last:.4f})", "optimizer is broken")
+        raise CheckFailure(
+            f"5 SGD steps did not lower the loss ({first:.4f} -> {last:.4f})", "optimizer is broken"
+        )
     return f"MLP gradients within {worst:.1e} of float64 (bound {bound:.0e}); 5 SGD steps: loss {first:.3f} -> {last:.3f}"
 
 
@@ -330,18 +348,24 @@ def nms_check(device: str) -> str:
     import torch
     import torchvision
 
-    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=torch.float32, device=device)
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=torch.float32, device=device
+    )
     scores = torch.tensor([0.9, 0.8, 0.7], device=device)
     keep = torchvision.ops.nms(boxes, scores, iou_threshold=0.5).cpu().tolist()
     if keep != [0, 2]:
-        raise CheckFailure(f"nms kept {keep}, expected [0, 2]", "torchvision's compiled ops compute wrong results")
+        raise CheckFailure(
+            f"nms kept {keep}, expected [0, 2]", "torchvision's compiled ops compute wrong results"
+        )
     return "torchvision.ops.nms on 3 boxes kept [0, 2] as expected"
 
 
 def _torchvision_ops_line(facts: dict[str, Any], device: str) -> CheckLine:
     name = f"torchvision ops {device}"
     if not facts["torchvision"].get("available"):
-        return CheckLine(name, FAIL, "torchvision does not import (see above)", "fix the torchvision line first")
+        return CheckLine(
+            name, FAIL, "torchvision does not import (see above)", "fix the torchvision line first"
+        )
     line = _functional(name, lambda: nms_check(device))
     if line.verdict == FAIL and "does not exist" in line.detail:
         expected = envmod.expected_torchvision(facts["torch"].get("version", ""))

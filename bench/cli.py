@@ -36,7 +36,9 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
         try:
             size = int(item)
         except ValueError:
-            raise UsageError(f"batch size {item!r} is not a whole number", hint="e.g. --batch-sizes 16,64,256") from None
+            raise UsageError(
+                f"batch size {item!r} is not a whole number", hint="e.g. --batch-sizes 16,64,256"
+            ) from None
         if size < 1:
             raise UsageError(f"batch size {size} must be at least 1", hint="e.g. --batch-sizes 16,64,256")
         if size not in sizes:
@@ -58,9 +60,14 @@ def parse_choices(text: str, valid: Sequence[str], what: str) -> tuple[str, ...]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.data import DATASETS, DATA_DIR_ENV
-    from bench.runner import DEFAULT_BATCH_SIZES, QUICK_BATCH_SIZES
-    from bench.workloads import LOADERS, WORKLOADS
+    from bench.catalog import (
+        DATA_DIR_ENV,
+        DATASETS,
+        DEFAULT_BATCH_SIZES,
+        LOADERS,
+        QUICK_BATCH_SIZES,
+        WORKLOADS,
+    )
 
     parser = argparse.ArgumentParser(
         prog="bench",
@@ -69,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser("check", help="check the install: versions, devices, real computations on each")
-    check.add_argument("--json", action="store_true", help="print the facts and verdicts as JSON (default: a table)")
+    check = commands.add_parser(
+        "check", help="check the install: versions, devices, real computations on each"
+    )
+    check.add_argument(
+        "--json", action="store_true", help="print the facts and verdicts as JSON (default: a table)"
+    )
     check.add_argument(
         "--require",
         action="append",
@@ -105,13 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="resident",
         help="loader for the train workload (default: resident; torchvision runs the chapter's pipeline)",
     )
-    run.add_argument("--dataset", choices=DATASETS, default="auto", help="data set (default: auto: MNIST, else synthetic)")
+    run.add_argument(
+        "--dataset", choices=DATASETS, default="auto", help="data set (default: auto: MNIST, else synthetic)"
+    )
     run.add_argument(
         "--data-dir",
         type=Path,
         help=f"where the data sets live or are downloaded to (default: ${DATA_DIR_ENV}, else ~/.cache/torch-bench/data)",
     )
-    run.add_argument("--no-download", action="store_true", help="never download a data set (default: download if missing)")
+    run.add_argument(
+        "--no-download", action="store_true", help="never download a data set (default: download if missing)"
+    )
     run.add_argument("--epochs", type=int, help="epochs of the train workload (default: 10; with --quick: 1)")
     run.add_argument(
         "--epoch-repeats", type=int, help="timed passes per epoch case (default: 3; with --quick: 1)"
@@ -139,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="smoke-sized run for CI and first contact: cpu only unless --devices is given, batch sizes "
-        "64 and 1024, one epoch (default: off)",
+        "64 and 1024, one epoch, one pass, the chapter's DataLoader epoch at batch 64 only (default: off)",
     )
     run.add_argument(
         "--check",
@@ -150,11 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--require", action="append", choices=["cuda"], default=[], help="with --check: as for `bench check`"
     )
-    run.add_argument("--plot", action="store_true", help="also draw PNG plots (needs matplotlib) (default: off)")
+    run.add_argument(
+        "--plot", action="store_true", help="also draw PNG plots (needs matplotlib) (default: off)"
+    )
 
     report = commands.add_parser("report", help="re-render the tables of a run folder or its results.json")
     report.add_argument("target", type=Path, help="a run folder, or the results.json inside it")
-    report.add_argument("--plot", action="store_true", help="also draw PNG plots into the run folder (needs matplotlib)")
+    report.add_argument(
+        "--plot", action="store_true", help="also draw PNG plots into the run folder (needs matplotlib)"
+    )
 
     compare = commands.add_parser("compare", help="compare two runs case by case (B relative to A)")
     compare.add_argument("baseline", type=Path, help="run A: folder or results.json (the reference)")
@@ -165,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="exit 1 if any case is significantly slower than A by more than PCT percent (default: never)",
     )
-    compare.add_argument("--out", type=Path, help="also write the comparison as Markdown to this file (default: no)")
+    compare.add_argument(
+        "--out", type=Path, help="also write the comparison as Markdown to this file (default: no)"
+    )
     return parser
 
 
@@ -204,9 +225,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def run_options(args: argparse.Namespace) -> Options:
     """Turns `bench run` arguments into validated Options (devices checked against this machine)."""
+    from bench.catalog import CHAPTER_BATCH_SIZE, DEFAULT_BATCH_SIZES, LOADERS, QUICK_BATCH_SIZES, WORKLOADS
     from bench.devices import default_devices, parse_devices
-    from bench.runner import DEFAULT_BATCH_SIZES, QUICK_BATCH_SIZES, Options
-    from bench.workloads import LOADERS, WORKLOADS
+    from bench.runner import Options
 
     if args.devices:
         devices = parse_devices(args.devices)
@@ -227,7 +248,8 @@ def run_options(args: argparse.Namespace) -> Options:
         raise UsageError(f"--max-time {max_time:g} must be between 0 and 600 seconds")
     if not 0 < args.target_accuracy <= 1:
         raise UsageError(
-            f"--target-accuracy {args.target_accuracy:g} must be a fraction in (0, 1]", hint="e.g. 0.8 for 80%"
+            f"--target-accuracy {args.target_accuracy:g} must be a fraction in (0, 1]",
+            hint="e.g. 0.8 for 80%",
         )
     return Options(
         devices=tuple(devices),
@@ -240,6 +262,11 @@ def run_options(args: argparse.Namespace) -> Options:
         target_accuracy=args.target_accuracy,
         max_time=max_time,
         passes=passes,
+        # the chapter's DataLoader costs the same per sample at any batch size (16 s an epoch on a
+        # 2-core machine): a smoke run measures it once, at the chapter's batch size
+        torchvision_batch_sizes=(CHAPTER_BATCH_SIZE,)
+        if args.quick and CHAPTER_BATCH_SIZE in batch_sizes
+        else None,
         quick=args.quick,
     )
 
@@ -249,11 +276,14 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import results as resultsmod
     from bench.check import run_check
     from bench.data import load_dataset
-    from bench.report import console_summary
-    from bench.report import check_table
+    from bench.report import check_table, console_summary
     from bench.runner import run_benchmarks
 
     options = run_options(args)  # validation first: a typo fails here, in a second
+    if args.plot:
+        from bench.plots import require_matplotlib
+
+        require_matplotlib()
     run_id = resultsmod.new_run_id()
     folder = args.out if args.out else resultsmod.default_run_folder(Path("results"), run_id)
     resultsmod.prepare_run_folder(folder)
@@ -313,6 +343,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     run = load_run(args.target)
     folder = resolve_results_path(args.target).parent
+    if args.plot:
+        from bench.plots import require_matplotlib
+
+        require_matplotlib()
     write_tables(run, folder)
     if args.plot:
         _plot(run, folder)
@@ -337,6 +371,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         slower = comparison.slowdowns_above(args.fail_above)
         if slower:
             names = "; ".join(f"{row.key.label()} {row.change_percent:+.1f}%" for row in slower)
-            print(f"bench compare: {len(slower)} case(s) slower than A by more than {args.fail_above:g}%: {names}", file=sys.stderr)
+            print(
+                f"bench compare: {len(slower)} case(s) slower than A by more than {args.fail_above:g}%: {names}",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
     return EXIT_OK

@@ -195,7 +195,9 @@ def comparison_markdown(comparison: Comparison) -> str:
             disable_numparse=True,
         )
     )
-    counts = {verdict: sum(row.verdict == verdict for row in comparison.rows) for verdict in (SLOWER, FASTER, SAME)}
+    counts = {
+        verdict: sum(row.verdict == verdict for row in comparison.rows) for verdict in (SLOWER, FASTER, SAME)
+    }
     parts += [
         "",
         f"{counts[SLOWER]} slower, {counts[FASTER]} faster, {counts[SAME]} without significant change. "

@@ -20,11 +20,10 @@ from typing import Any
 
 import torch
 
+from bench.catalog import DATA_DIR_ENV, DATASETS
 from bench.errors import DatasetError, UsageError
 from bench.idx import IMAGE_DIMS, LABEL_DIMS, read_idx, write_idx
 
-DATASETS = ("auto", "mnist", "fashion-mnist", "synthetic")
-DATA_DIR_ENV = "BENCH_DATA_DIR"
 FILE_STEMS = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -33,7 +32,12 @@ FILE_STEMS = {
 }
 # torchvision keeps each dataset under <root>/<class name>/raw/
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-PRETTY_NAME = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "synthetic": "synthetic", "idx": "IDX files"}
+PRETTY_NAME = {
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+    "synthetic": "synthetic",
+    "idx": "IDX files",
+}
 # The first training labels identify the data set whatever its files are called.
 LABEL_FINGERPRINTS = {
     "mnist": (5, 0, 4, 1, 9, 2, 1, 3, 1, 4),
@@ -85,7 +89,9 @@ class Dataset:
     test_labels: torch.Tensor
 
 
-def load_dataset(name: str = "auto", data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
+def load_dataset(
+    name: str = "auto", data_dir: str | os.PathLike[str] | None = None, download: bool = True
+) -> Dataset:
     """Finds (or downloads, or writes) the data set `name` and reads it; see the module docstring."""
     if name not in DATASETS:
         raise UsageError(f"unknown dataset {name!r}", hint=f"choose one of: {', '.join(DATASETS)}")
@@ -102,11 +108,13 @@ def load_dataset(name: str = "auto", data_dir: str | os.PathLike[str] | None = N
     try:
         files = _download(root, "mnist", download)
     except DatasetError as error:
-        reason = error.message.splitlines()[0]
+        reason = error.short or error.message
         dataset = _read(synthetic_files(root), requested=name, expected=None)
-        note = f"MNIST is not available ({reason}); using SYNTHETIC data: accuracy is not meaningful"
+        note = f"MNIST is not available: {reason}; using SYNTHETIC data, accuracy is not meaningful"
         info = DatasetInfo(**{**asdict(dataset.info), "note": note, "download_error": error.message})
-        return Dataset(info, dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels)
+        return Dataset(
+            info, dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels
+        )
     return _read(files, requested=name, expected="mnist")
 
 
@@ -149,7 +157,10 @@ def _download(root: Path, name: str, allowed: bool) -> dict[str, Path]:
         dataset_class(str(root), train=True, download=True)
     except Exception as error:  # torchvision raises RuntimeError/URLError/OSError by mirror
         detail = " ".join(str(error).split())
-        raise DatasetError(f"{missing}, and the download failed: {detail}", hint=alternatives) from None
+        failure = DatasetError(f"{missing}, and the download failed: {detail}", hint=alternatives)
+        last_reason = detail.rsplit("got:", 1)[-1].strip()
+        failure.short = f"no local copy under {root} and the download failed ({last_reason})"
+        raise failure from None
     files = find_files(root, name)
     if files is None:
         raise DatasetError(f"{missing}: the download finished but the files are not there", hint=alternatives)
@@ -178,7 +189,9 @@ def _read(files: dict[str, Path], requested: str, expected: str | None) -> Datas
                 hint="the two files come from different copies; replace both from one source",
             )
         if len(labels) and int(labels.max()) >= 10:
-            raise DatasetError(f"labels above 9 in {files[f'{_key(split)}_labels']}: not an MNIST-format label file")
+            raise DatasetError(
+                f"labels above 9 in {files[f'{_key(split)}_labels']}: not an MNIST-format label file"
+            )
     if tuple(train_images.shape[1:]) != (28, 28) or tuple(test_images.shape[1:]) != (28, 28):
         raise DatasetError(
             f"images are {tuple(train_images.shape[1:])} pixels in {files['train_images']}; the model needs 28x28"
@@ -225,13 +238,18 @@ def synthetic_files(root: Path) -> dict[str, Path]:
 
 
 def write_synthetic(
-    folder: str | os.PathLike[str], train: int = SYNTHETIC_TRAIN, test: int = SYNTHETIC_TEST, compress: bool = False
+    folder: str | os.PathLike[str],
+    train: int = SYNTHETIC_TRAIN,
+    test: int = SYNTHETIC_TEST,
+    compress: bool = False,
 ) -> dict[str, Path]:
     """Writes a deterministic, learnable MNIST-format data set: ten class patterns under pixel noise."""
     folder = Path(folder)
     generator = torch.Generator().manual_seed(20240601)
     coarse = torch.rand(10, 1, 7, 7, generator=generator)
-    patterns = torch.nn.functional.interpolate(coarse, size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
+    patterns = torch.nn.functional.interpolate(coarse, size=(28, 28), mode="bilinear", align_corners=False)[
+        :, 0
+    ]
     suffix = ".gz" if compress else ""
     paths = {}
     for split, count in (("train", train), ("test", test)):
@@ -305,7 +323,9 @@ class ResidentBatches:
             yield self.inputs.index_select(0, index), self.labels.index_select(0, index)
 
 
-def fixed_batch(dataset: Dataset, batch_size: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+def fixed_batch(
+    dataset: Dataset, batch_size: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `batch_size` training images (repeated if the set is smaller), normalized, on `device`.
 
     The full-size tensors are allocated first, so a batch too large for the device fails at once

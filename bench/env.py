@@ -182,7 +182,11 @@ def collect_cpu() -> Facts:
 
 def collect_memory() -> Facts:
     memory = psutil.virtual_memory()
-    return {"total_bytes": memory.total, "available_bytes": memory.available, "cgroup_limit_bytes": cgroup_memory_limit()}
+    return {
+        "total_bytes": memory.total,
+        "available_bytes": memory.available,
+        "cgroup_limit_bytes": cgroup_memory_limit(),
+    }
 
 
 def collect_load(sample_s: float = 0.2, busy_percent: float = 20.0) -> Facts:
@@ -212,6 +216,22 @@ def collect_load(sample_s: float = 0.2, busy_percent: float = 20.0) -> Facts:
     return {"loadavg": load, "busy_processes": busy[:10], "cpu_percent": psutil.cpu_percent(None)}
 
 
+def cpu_time_split() -> dict[str, float]:
+    """Machine-wide CPU seconds so far by kind; two readings give what happened in between."""
+    times = psutil.cpu_times()
+    return {"total": sum(times), "steal": getattr(times, "steal", 0.0), "idle": times.idle}
+
+
+def disturbance_between(before: dict[str, float], after: dict[str, float]) -> Facts:
+    """Share of CPU time the hypervisor took (steal) between two readings, plus load now."""
+    total = after["total"] - before["total"]
+    steal = after["steal"] - before["steal"]
+    return {
+        "steal_percent": round(100 * steal / total, 2) if total > 0 else None,
+        "loadavg_end": [round(value, 2) for value in os.getloadavg()],
+    }
+
+
 def collect_container(root: Path = Path("/")) -> Facts:
     """Whether this runs in a container, and which image (the Dockerfile sets BENCH_IMAGE)."""
     markers = [name for name in (".dockerenv", "run/.containerenv") if (root / name).exists()]
@@ -219,7 +239,9 @@ def collect_container(root: Path = Path("/")) -> Facts:
         cgroup = (root / "proc/1/cgroup").read_text()
     except OSError:
         cgroup = ""
-    runtime_hint = next((word for word in ("docker", "kubepods", "containerd", "podman") if word in cgroup), None)
+    runtime_hint = next(
+        (word for word in ("docker", "kubepods", "containerd", "podman") if word in cgroup), None
+    )
     return {
         "in_container": bool(markers or runtime_hint or os.environ.get("BENCH_IMAGE")),
         "markers": markers,
@@ -316,7 +338,9 @@ def collect_nvml() -> Facts:
     except pynvml.NVMLError as error:
         text = str(error)
         if "Library Not Found" in text or "not found" in text.lower():
-            return unavailable(f"no NVIDIA driver: the NVML library (libnvidia-ml.so.1) was not found ({text})")
+            return unavailable(
+                f"no NVIDIA driver: the NVML library (libnvidia-ml.so.1) was not found ({text})"
+            )
         if "Driver Not Loaded" in text:
             return unavailable(f"the NVIDIA kernel driver is not loaded ({text})")
         return unavailable(f"NVML failed to start: {text}")
@@ -373,7 +397,16 @@ def decode_throttle_reasons(mask: int | None) -> list[str] | None:
 
 
 def collect_packages() -> Facts:
-    names = ("torch", "torchvision", "pytest-benchmark", "psutil", "nvidia-ml-py", "tabulate", "numpy", "pillow")
+    names = (
+        "torch",
+        "torchvision",
+        "pytest-benchmark",
+        "psutil",
+        "nvidia-ml-py",
+        "tabulate",
+        "numpy",
+        "pillow",
+    )
     versions = {}
     for name in names:
         try:

@@ -15,6 +15,7 @@ class BenchError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.short: str | None = None  # a one-line form for notes, where the message is long
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"

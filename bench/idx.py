@@ -45,7 +45,8 @@ def read_idx(path: str | os.PathLike[str], expected_dims: int | None = None) -> 
     if len(raw) != expected:
         state = "truncated" if len(raw) < expected else "has trailing bytes"
         raise _corrupt(
-            path, f"{state}: header says shape {tuple(shape)} ({expected:,} bytes) but the file holds {len(raw):,}"
+            path,
+            f"{state}: header says shape {tuple(shape)} ({expected:,} bytes) but the file holds {len(raw):,}",
         )
     data = torch.frombuffer(bytearray(raw[header_size:]), dtype=torch.uint8)
     return data.reshape(shape)
@@ -64,7 +65,10 @@ def write_idx(path: str | os.PathLike[str], tensor: torch.Tensor, compress: bool
     tmp = path.with_name(path.name + ".tmp")
     if compress:
         # mtime 0 and the final name in the header: identical bytes on every write
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename=path.stem, mode="wb", fileobj=raw, mtime=0) as handle:
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(filename=path.stem, mode="wb", fileobj=raw, mtime=0) as handle,
+        ):
             handle.write(payload)
     else:
         tmp.write_bytes(payload)

@@ -16,10 +16,10 @@ from typing import Any
 from tabulate import tabulate
 
 from bench import env as envmod
+from bench.catalog import WORKLOADS
 from bench.check import CheckReport
 from bench.results import CaseResult, Run, write_atomic
 from bench.stats import NOISY_SPREAD
-from bench.workloads import WORKLOADS
 
 SUMMARY_FILE = "summary.md"
 CSV_FILE = "results.csv"
@@ -87,7 +87,9 @@ def data_share(case: CaseResult) -> float | None:
     return sum(data) / sum(case.samples_s)
 
 
-def epoch_vs_steps(case: CaseResult, cases: dict[tuple[str, str, int, str | None], CaseResult]) -> float | None:
+def epoch_vs_steps(
+    case: CaseResult, cases: dict[tuple[str, str, int, str | None], CaseResult]
+) -> float | None:
     """Epoch time over the time of the same number of `train_step`s measured in this run."""
     step = cases.get(("train_step", case.device, case.batch_size, None))
     samples = case.details.get("samples_per_epoch")
@@ -102,7 +104,9 @@ def time_to_target(case: CaseResult) -> tuple[int | None, float | None]:
     if not case.ok or target is None or not case.test_accuracy:
         return None, None
     elapsed = 0.0
-    for epoch, (seconds, accuracy) in enumerate(zip(case.samples_s, case.test_accuracy), start=1):
+    for epoch, (seconds, accuracy) in enumerate(
+        zip(case.samples_s, case.test_accuracy, strict=False), start=1
+    ):
         elapsed += seconds
         if accuracy >= target:
             return epoch, elapsed
@@ -121,7 +125,9 @@ def speedup(case: CaseResult, cases: dict[tuple[str, str, int, str | None], Case
 
 def _ordered(values: Iterable[Any], order: Sequence[Any] = ()) -> list[Any]:
     unique = list(dict.fromkeys(values))
-    return sorted(unique, key=lambda value: (order.index(value) if value in order else len(order), str(value)))
+    return sorted(
+        unique, key=lambda value: (order.index(value) if value in order else len(order), str(value))
+    )
 
 
 def _devices(run: Run) -> list[str]:
@@ -135,7 +141,10 @@ def _batch_sizes(run: Run) -> list[int]:
 def _row_keys(run: Run) -> list[tuple[str, str | None, str]]:
     keys = {(c.workload, c.loader, c.device) for c in run.cases}
     devices = _devices(run)
-    return sorted(keys, key=lambda k: (WORKLOADS.index(k[0]) if k[0] in WORKLOADS else 99, k[1] or "", devices.index(k[2])))
+    return sorted(
+        keys,
+        key=lambda k: (WORKLOADS.index(k[0]) if k[0] in WORKLOADS else 99, k[1] or "", devices.index(k[2])),
+    )
 
 
 def throughput_table(run: Run, fmt: str = "github") -> str:
@@ -162,7 +171,9 @@ def speedup_table(run: Run, fmt: str = "github") -> str | None:
         cells = []
         for size in sizes:
             case = cases.get((workload, device, size, loader))
-            cells.append("" if case is None else (fmt_ratio(speedup(case, cases)) if case.ok else rate_cell(case)))
+            cells.append(
+                "" if case is None else (fmt_ratio(speedup(case, cases)) if case.ok else rate_cell(case))
+            )
         rows.append([workload, loader or "", device, *cells])
     headers = ["workload", "loader", "device", *[f"batch {size}" for size in sizes]]
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
@@ -191,7 +202,17 @@ def epoch_table(run: Run, fmt: str = "github") -> str | None:
                 case.n,
             ]
         )
-    headers = ["loader", "device", "batch", "s/epoch", "samples/s", "data share", "vs train_steps", "spread", "n"]
+    headers = [
+        "loader",
+        "device",
+        "batch",
+        "s/epoch",
+        "samples/s",
+        "data share",
+        "vs train_steps",
+        "spread",
+        "n",
+    ]
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
@@ -221,7 +242,17 @@ def train_table(run: Run, fmt: str = "github") -> str | None:
                 accuracies,
             ]
         )
-    headers = ["device", "batch", "loader", "epochs", "final acc", "target: reached at", "train time", "samples/s", "test acc % per epoch"]
+    headers = [
+        "device",
+        "batch",
+        "loader",
+        "epochs",
+        "final acc",
+        "target: reached at",
+        "train time",
+        "samples/s",
+        "test acc % per epoch",
+    ]
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
@@ -268,7 +299,9 @@ def cases_table(run: Run, fmt: str = "github") -> str:
                 case.loader or "",
                 case.device,
                 case.batch_size,
-                case.status if case.ok else f"{STATUS_CELL.get(case.status, case.status)}: {_short(case.error)}",
+                case.status
+                if case.ok
+                else f"{STATUS_CELL.get(case.status, case.status)}: {_short(case.error)}",
                 fmt_seconds(case.median_s),
                 fmt_percent(case.spread),
                 noisy,
@@ -276,7 +309,18 @@ def cases_table(run: Run, fmt: str = "github") -> str:
                 fmt_rate(case.samples_per_s) if case.ok else "",
             ]
         )
-    headers = ["workload", "loader", "device", "batch", "status", "median", "spread (IQR/median)", "", "n", "samples/s"]
+    headers = [
+        "workload",
+        "loader",
+        "device",
+        "batch",
+        "status",
+        "median",
+        "spread (IQR/median)",
+        "",
+        "n",
+        "samples/s",
+    ]
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
@@ -327,8 +371,18 @@ def header_lines(run: Run) -> list[str]:
     lines.append(f"Environment: {envmod.summary_line(run.env)}.")
     load = run.env.get("load", {})
     if load.get("loadavg") is not None:
-        busy = ", ".join(f"{p['name']} ({p['cpu_percent']}%)" for p in load.get("busy_processes", [])) or "none"
-        lines.append(f"Load at start: {' '.join(str(x) for x in load['loadavg'])} (1/5/15 min); other busy processes: {busy}.")
+        busy = (
+            ", ".join(f"{p['name']} ({p['cpu_percent']}%)" for p in load.get("busy_processes", [])) or "none"
+        )
+        lines.append(
+            f"Load at start: {' '.join(str(x) for x in load['loadavg'])} (1/5/15 min); other busy processes: {busy}."
+        )
+    during = run.env.get("during_run", {})
+    if during.get("steal_percent") is not None:
+        lines.append(
+            f"During the run: the hypervisor took {during['steal_percent']:.1f}% of CPU time (steal); "
+            f"load average at the end {' '.join(str(x) for x in during.get('loadavg_end', []))}."
+        )
     command = run.env.get("command_line")
     if command:
         lines.append(f"Command: `{command}`; run {run.run_id}, started {run.created}.")
@@ -474,5 +528,7 @@ def check_table(report: CheckReport, fmt: str = "simple") -> str:
     verdict = "PASS: this install works" if report.passed else f"FAIL: {failed} check(s) failed"
     if warned:
         verdict += f" ({warned} warning(s))"
-    table = tabulate(rows, headers=["check", "result", "details", "what to do"], tablefmt=fmt, disable_numparse=True)
+    table = tabulate(
+        rows, headers=["check", "result", "details", "what to do"], tablefmt=fmt, disable_numparse=True
+    )
     return f"{table}\n\n{verdict}"

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.catalog import STEP_WORKLOADS
 from bench.errors import ResultsFileError, UsageError
 from bench.stats import Summary, block_medians, summarize
 
@@ -87,12 +88,12 @@ class CaseResult:
         pass, medians of five stretches of its rounds. Epoch and train cases: one value per epoch.
         """
         per_call = self.samples_per_call or 1
-        if self.pass_medians and len(self.pass_medians) >= 2:
-            units = self.pass_medians
-        elif self.pass_medians is not None:
-            units = block_medians(self.samples_s)
-        else:
+        if self.workload not in STEP_WORKLOADS:
             units = self.samples_s
+        elif self.pass_medians and len(self.pass_medians) >= 2:
+            units = self.pass_medians
+        else:
+            units = block_medians(self.samples_s)
         return [seconds / per_call for seconds in units]
 
     def merged_with(self, later: CaseResult) -> CaseResult:
@@ -105,11 +106,20 @@ class CaseResult:
         samples = self.samples_s + later.samples_s
         summary = summarize(samples)
         peaks = {}
-        for name in ("host_rss_peak_bytes", "device_peak_allocated_bytes", "device_peak_reserved_bytes",
-                     "nvml_used_peak_bytes"):
+        for name in (
+            "host_rss_peak_bytes",
+            "device_peak_allocated_bytes",
+            "device_peak_reserved_bytes",
+            "nvml_used_peak_bytes",
+        ):
             values = [v for v in (getattr(self, name), getattr(later, name)) if v is not None]
             peaks[name] = max(values) if values else None
-        details = {**self.details, "rounds": self.details.get("rounds", 0) + later.details.get("rounds", 0)}
+        details = dict(self.details)
+        for name, value in later.details.items():  # per-sample lists grow, counts add up
+            if isinstance(value, list) and isinstance(details.get(name), list):
+                details[name] = details[name] + value
+            elif name == "rounds":
+                details[name] = details.get(name, 0) + value
         return replace(
             self,
             samples_s=samples,
@@ -300,7 +310,9 @@ def _validate(data: Any) -> list[str]:
         return ["no schema_version"]
     if version != SCHEMA_VERSION:
         return [f"schema_version {version!r}; this bench reads version {SCHEMA_VERSION}"]
-    problems = [f"missing {key!r}" for key in ("run_id", "env", "dataset", "options", "cases") if key not in data]
+    problems = [
+        f"missing {key!r}" for key in ("run_id", "env", "dataset", "options", "cases") if key not in data
+    ]
     if problems:
         return problems
     if not isinstance(data["cases"], list):

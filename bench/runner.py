@@ -25,16 +25,15 @@ from typing import Any
 
 import torch
 
+from bench import env as envmod
 from bench import results as resultsmod
+from bench.catalog import STEP_WORKLOADS
 from bench.data import Dataset
 from bench.memory import MemoryMonitor
-from bench.model import CHAPTER_BATCH_SIZE
 from bench.results import CaseKey, CaseResult, Run
 from bench.stats import summarize
-from bench.workloads import STEP_WORKLOADS, make_step, run_epochs, run_training
+from bench.workloads import make_step, run_epochs, run_training
 
-DEFAULT_BATCH_SIZES = (16, CHAPTER_BATCH_SIZE, 256, 1024, 4096)
-QUICK_BATCH_SIZES = (CHAPTER_BATCH_SIZE, 1024)
 MIN_ROUND_S = 1e-3  # a timed round lasts at least 1 ms, so a device wait is paid once per many small calls
 
 
@@ -46,6 +45,7 @@ class Options:
     batch_sizes: tuple[int, ...]
     workloads: tuple[str, ...]
     loaders: tuple[str, ...] = ("torchvision", "resident")
+    torchvision_batch_sizes: tuple[int, ...] | None = None  # None: every batch size
     train_loader: str = "resident"
     epochs: int = 10
     epoch_repeats: int = 3
@@ -73,23 +73,45 @@ def plan(options: Options) -> list[CaseKey]:
                 loaders = (None,)
             for loader in loaders:
                 for batch_size in options.batch_sizes:
+                    limited = options.torchvision_batch_sizes
+                    if loader == "torchvision" and limited is not None and batch_size not in limited:
+                        continue
                     cases.append(CaseKey(workload, device, batch_size, loader))
     return cases
 
 
 @dataclass(frozen=True)
 class Item:
-    """One execution: a case in one pass. Step cases run once per pass; the others only in the first."""
+    """One execution: a case in one pass (`epochs`: how many epochs an epoch case times in it)."""
 
     key: CaseKey
     pass_index: int
+    epochs: int = 0
 
 
-def schedule(cases: list[CaseKey], passes: int) -> list[Item]:
-    """Pass 1 runs every case; later passes revisit the step cases, so their samples span the run."""
-    items = [Item(key, 0) for key in cases]
-    for pass_index in range(1, passes):
-        items += [Item(key, pass_index) for key in cases if key.workload in STEP_WORKLOADS]
+def epochs_in_pass(repeats: int, passes: int, pass_index: int) -> int:
+    """Spreads an epoch case's timed epochs over the passes: 3 over 3 passes is one each."""
+    return repeats // passes + (1 if pass_index < repeats % passes else 0)
+
+
+def schedule(cases: list[CaseKey], passes: int, epoch_repeats: int = 1) -> list[Item]:
+    """Pass 1 runs every case; later passes revisit the step and epoch cases.
+
+    Spreading a case over passes puts its samples at different moments of the run, so drift of the
+    machine shows up as spread instead of as a difference between cases measured at other times
+    (the epoch-versus-train_step ratio compares exactly such cases). Training runs once.
+    """
+    items = []
+    for pass_index in range(passes):
+        for key in cases:
+            if key.workload in STEP_WORKLOADS:
+                items.append(Item(key, pass_index))
+            elif key.workload == "epoch":
+                epochs = epochs_in_pass(epoch_repeats, passes, pass_index)
+                if epochs:
+                    items.append(Item(key, pass_index, epochs))
+            elif pass_index == 0:
+                items.append(Item(key, pass_index))
     return items
 
 
@@ -126,7 +148,7 @@ class Sweep:
 
     @property
     def items(self) -> list[Item]:
-        return schedule(self.cases, self.options.passes)
+        return schedule(self.cases, self.options.passes, self.options.epoch_repeats)
 
     def measure(self, item: Item, benchmark: Any | None) -> CaseResult:
         """Measures one case in one pass and records it; never raises for what happens inside the case."""
@@ -136,7 +158,7 @@ class Sweep:
         self.progress(f"[{self.done:>3}/{len(self.items)}] {key.label()}{passes} ...")
         start = time.perf_counter()
         try:
-            result = self._measure(key, benchmark)
+            result = self._measure(item, benchmark)
         except Exception as error:
             status = "oom" if is_out_of_memory(error) else "error"
             message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
@@ -148,7 +170,8 @@ class Sweep:
         self.progress(f"        {describe(result)}")
         return result
 
-    def _measure(self, key: CaseKey, benchmark: Any | None) -> CaseResult:
+    def _measure(self, item: Item, benchmark: Any | None) -> CaseResult:
+        key = item.key
         monitor = MemoryMonitor(key.device)
         if key.workload in STEP_WORKLOADS:
             if benchmark is None:
@@ -172,7 +195,7 @@ class Sweep:
             )
         if key.workload == "epoch":
             with monitor:
-                timings = run_epochs(self.dataset, key.device, key.batch_size, key.loader or "", self.options.epoch_repeats)
+                timings = run_epochs(self.dataset, key.device, key.batch_size, key.loader or "", item.epochs)
             samples = timings[0].samples
             return CaseResult.measured(
                 key,
@@ -187,7 +210,9 @@ class Sweep:
             )
         if key.workload == "train":
             with monitor:
-                training = run_training(self.dataset, key.device, key.batch_size, self.options.epochs, key.loader or "")
+                training = run_training(
+                    self.dataset, key.device, key.batch_size, self.options.epochs, key.loader or ""
+                )
             return CaseResult.measured(
                 key,
                 training.epoch_seconds,
@@ -296,8 +321,14 @@ def execute(sweep: Sweep) -> str:
                 os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = previous_autoload
     if plugin.internal_error:
         raise RuntimeError(f"the benchmark session failed: {plugin.internal_error}")
-    if exit_code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
-        raise RuntimeError(f"the benchmark session failed to start (pytest exit status {int(exit_code)}); see above")
+    if exit_code in (
+        pytest.ExitCode.INTERNAL_ERROR,
+        pytest.ExitCode.USAGE_ERROR,
+        pytest.ExitCode.NO_TESTS_COLLECTED,
+    ):
+        raise RuntimeError(
+            f"the benchmark session failed to start (pytest exit status {int(exit_code)}); see above"
+        )
     finished = sweep.done >= len(sweep.items)
     if finished and exit_code in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return "complete"
@@ -328,12 +359,14 @@ def run_benchmarks(
     if progress is not None:
         sweep.progress = progress
     resultsmod.save_run(run, folder)
+    cpu_before = envmod.cpu_time_split()
     try:
         run.state = execute(sweep)
     except BaseException:
         run.state = "interrupted"
         raise
     finally:
+        run.env["during_run"] = envmod.disturbance_between(cpu_before, envmod.cpu_time_split())
         run.finished = resultsmod.utc_now()
         resultsmod.save_run(run, folder)
         write_tables(run, folder)

@@ -130,7 +130,9 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
         (var_a**2 / (len(a) - 1) if var_a else 0) + (var_b**2 / (len(b) - 1) if var_b else 0)
     )
     margin = t_quantile(1 - (1 - confidence) / 2, df) * se
-    return RatioEstimate(ratio, math.exp(mean_b - mean_a - margin), math.exp(mean_b - mean_a + margin), len(a), len(b))
+    return RatioEstimate(
+        ratio, math.exp(mean_b - mean_a - margin), math.exp(mean_b - mean_a + margin), len(a), len(b)
+    )
 
 
 def block_medians(samples: Sequence[float], blocks: int = 5) -> list[float]:

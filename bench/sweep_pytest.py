@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from bench.catalog import STEP_WORKLOADS
 from bench.devices import device_clock
-from bench.workloads import STEP_WORKLOADS
 
 
 class SweepPlugin:

@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bench.catalog import LOADERS, STEP_WORKLOADS, WORKLOADS  # noqa: F401 (re-exported)
 from bench.data import Dataset, ResidentBatches, chapter_loader, fixed_batch, normalize
 from bench.devices import synchronize
 from bench.model import Training, accuracy, build_training
 
-STEP_WORKLOADS = ("forward", "forward_backward", "train_step")
-WORKLOADS = (*STEP_WORKLOADS, "epoch", "train")
-LOADERS = ("torchvision", "resident")
 WARMUP_CALLS = 10
 WARMUP_BATCHES = 5
 
@@ -58,7 +56,9 @@ def step_function(
     return step
 
 
-def make_step(workload: str, dataset: Dataset, device: torch.device | str, batch_size: int) -> Callable[[], None]:
+def make_step(
+    workload: str, dataset: Dataset, device: torch.device | str, batch_size: int
+) -> Callable[[], None]:
     """The callable a step workload times, warmed up: lazy init and allocator growth are paid here."""
     if workload not in STEP_WORKLOADS:
         raise ValueError(f"{workload!r} is not a step workload ({', '.join(STEP_WORKLOADS)})")
@@ -112,7 +112,9 @@ def timed_epoch(training: Training, batches: Batches, sum_loss: bool = False) ->
     return EpochTiming(time.perf_counter() - start, data_seconds, samples, count, loss_sum)
 
 
-def make_batches(loader: str, dataset: Dataset, device: torch.device | str, seed: int = 0) -> Callable[[int], Batches]:
+def make_batches(
+    loader: str, dataset: Dataset, device: torch.device | str, seed: int = 0
+) -> Callable[[int], Batches]:
     """A factory of one epoch's batches for `loader`: `torchvision` (the chapter's) or `resident`."""
     if loader == "torchvision":
         return lambda batch_size: chapter_loader(dataset, batch_size, seed=seed)

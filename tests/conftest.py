@@ -27,13 +27,19 @@ SMALL_TRAIN, SMALL_TEST = 1000, 300
 
 
 def has_fashion() -> bool:
-    return all((FASHION_DIR / f"{stem}.gz").is_file() or (FASHION_DIR / stem).is_file() for stem in FILE_STEMS.values())
+    return all(
+        (FASHION_DIR / f"{stem}.gz").is_file() or (FASHION_DIR / stem).is_file()
+        for stem in FILE_STEMS.values()
+    )
 
 
 requires_fashion = pytest.mark.skipif(
-    not has_fashion(), reason=f"real data missing: apt-get install dataset-fashion-mnist (looked in {FASHION_DIR})"
+    not has_fashion(),
+    reason=f"real data missing: apt-get install dataset-fashion-mnist (looked in {FASHION_DIR})",
 )
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible on this machine")
+requires_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device visible on this machine"
+)
 requires_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 
 
@@ -74,7 +80,9 @@ class CliResult:
         return self.stdout + self.stderr
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600) -> CliResult:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
+) -> CliResult:
     """Runs `python -m bench ARGS` in a fresh process with this checkout importable."""
     environment = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     environment.update(env or {})
@@ -108,7 +116,14 @@ def small_run(tmp_path_factory: pytest.TempPathFactory, small_real_dir: Path) ->
     """One real run of every workload on the small real data; tests read its folder, never edit it."""
     folder = tmp_path_factory.mktemp("runs") / "small"
     result = run_cli(
-        "run", *SMALL_RUN_ARGS, "--dataset", "fashion-mnist", "--data-dir", str(small_real_dir), "--out", str(folder)
+        "run",
+        *SMALL_RUN_ARGS,
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(small_real_dir),
+        "--out",
+        str(folder),
     )
     assert result.returncode == 0, result.output
     return folder

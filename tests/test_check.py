@@ -80,7 +80,9 @@ def test_torchvision_without_compiled_ops_fails_the_ops_check(tmp_path: Path) ->
         "ops = types.SimpleNamespace(nms=_nms)\n"
     )
     env = _shadow_torchvision(tmp_path, body)
-    result = run_cli("check", "--json", env={**env, "PYTHONPATH": f"{tmp_path}:{Path(__file__).parent.parent}"})
+    result = run_cli(
+        "check", "--json", env={**env, "PYTHONPATH": f"{tmp_path}:{Path(__file__).parent.parent}"}
+    )
     assert result.returncode == 1
     lines = {line["name"]: line for line in json.loads(result.stdout)["lines"]}
     assert lines["torchvision ops cpu"]["verdict"] == FAIL

@@ -67,20 +67,45 @@ def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_missing_dataset_without_download(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    code = main(["run", "--quick", "--dataset", "mnist", "--no-download", "--data-dir", str(tmp_path), "--out", str(out)])
+    code = main(
+        [
+            "run",
+            "--quick",
+            "--dataset",
+            "mnist",
+            "--no-download",
+            "--data-dir",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "MNIST not found" in err and "--dataset synthetic" in err
     assert not out.exists()
 
 
-def test_corrupt_dataset_names_the_file(tmp_path: Path, small_real_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_dataset_names_the_file(
+    tmp_path: Path, small_real_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     for path in small_real_dir.iterdir():
         (data / path.name).write_bytes(path.read_bytes())
     broken = data / "train-labels-idx1-ubyte.gz"
     broken.write_bytes(b"\x1f\x8b garbage")
-    code = main(["run", "--quick", "--dataset", "fashion-mnist", "--data-dir", str(data), "--out", str(tmp_path / "r")])
+    code = main(
+        [
+            "run",
+            "--quick",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            str(data),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and str(broken) in err
     assert not (tmp_path / "r").exists()
@@ -94,9 +119,20 @@ def test_parse_batch_sizes_keeps_order_and_drops_repeats() -> None:
 
 def test_help_states_every_default() -> None:
     result = run_cli("run", "--help")
-    options = [line for line in result.stdout.splitlines() if line.strip().startswith("--") and "help" not in line]
+    options = [
+        line for line in result.stdout.splitlines() if line.strip().startswith("--") and "help" not in line
+    ]
     text = " ".join(result.stdout.split())
-    for option in ("--devices", "--batch-sizes", "--workloads", "--dataset", "--data-dir", "--epochs", "--out", "--quick"):
+    for option in (
+        "--devices",
+        "--batch-sizes",
+        "--workloads",
+        "--dataset",
+        "--data-dir",
+        "--epochs",
+        "--out",
+        "--quick",
+    ):
         start = text.index(f" {option} ")
         assert "default" in text[start : start + 400], option
     assert options
@@ -105,8 +141,20 @@ def test_help_states_every_default() -> None:
 def test_synthetic_run_is_labelled_everywhere(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_cli(
-        "run", *SMALL_RUN_ARGS, "--workloads", "train", "--batch-sizes", "500", "--epochs", "1",
-        "--dataset", "synthetic", "--data-dir", str(tmp_path / "data"), "--out", str(out),
+        "run",
+        *SMALL_RUN_ARGS,
+        "--workloads",
+        "train",
+        "--batch-sizes",
+        "500",
+        "--epochs",
+        "1",
+        "--dataset",
+        "synthetic",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.output
     summary = (out / "summary.md").read_text()

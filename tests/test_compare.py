@@ -38,12 +38,24 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for name in ("a", "b"):
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "bench", "run", *COMPARE_ARGS,
-                 "--data-dir", str(base / "data"), "--out", str(base / name)],
-                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "bench",
+                    "run",
+                    *COMPARE_ARGS,
+                    "--data-dir",
+                    str(base / "data"),
+                    "--out",
+                    str(base / name),
+                ],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
                 preexec_fn=lambda: os.sched_setaffinity(0, {core}),
-            )  # fmt: skip
+            )
         )
     for process in processes:
         stdout, stderr = process.communicate(timeout=600)
@@ -82,14 +94,18 @@ def test_a_slowed_copy_is_found_and_fails_the_gate(two_runs: tuple[Path, Path], 
     comparison = compare_runs(load_run(two_runs[0]), load_run(slowed))
     slower = [row for row in comparison.rows if row.verdict == SLOWER]
     assert slower, comparison_markdown(comparison)
-    assert all(row.estimate is not None and row.estimate.ratio == pytest.approx(5.0) for row in comparison.rows)
+    assert all(
+        row.estimate is not None and row.estimate.ratio == pytest.approx(5.0) for row in comparison.rows
+    )
     assert all(row.verdict in (SLOWER, SAME) for row in comparison.rows)
     gate = run_cli("compare", str(two_runs[0]), str(slowed), "--fail-above", "50")
     assert gate.returncode == 1, gate.output
     assert "slower than A by more than 50%" in gate.stderr
     assert run_cli("compare", str(two_runs[0]), str(slowed), "--fail-above", "450").returncode == 0
     faster = compare_runs(load_run(slowed), load_run(two_runs[0]))
-    assert {row.verdict for row in faster.rows} <= {FASTER, SAME} and any(r.verdict == FASTER for r in faster.rows)
+    assert {row.verdict for row in faster.rows} <= {FASTER, SAME} and any(
+        r.verdict == FASTER for r in faster.rows
+    )
 
 
 def test_differing_builds_are_warned_about(two_runs: tuple[Path, Path], tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ def test_write_then_read_round_trip(tmp_path: Path, name: str) -> None:
     path = write_idx(tmp_path / name, data)
     assert torch.equal(read_idx(path, IMAGE_DIMS), data)
     if name.endswith(".gz"):
-        assert gzip.open(path).read(4) == bytes([0, 0, 8, 3])
+        with gzip.open(path) as handle:
+            assert handle.read(4) == bytes([0, 0, 8, 3])
 
 
 def test_gzip_output_is_deterministic(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def test_same_seed_same_weights_without_touching_the_global_generator() -> None:
     torch.manual_seed(123)
     first, second = build_training("cpu", seed=5), build_training("cpu", seed=5)
     assert torch.rand(1).item() == expected_next.item()
-    for a, b in zip(first.net.parameters(), second.net.parameters()):
+    for a, b in zip(first.net.parameters(), second.net.parameters(), strict=True):
         assert torch.equal(a, b)
 
 

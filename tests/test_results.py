@@ -39,7 +39,17 @@ def test_case_fields_the_issue_asks_for(small_run: Path) -> None:
     assert data["env"]["command_line"].startswith("bench run")
     assert data["env"]["torch"]["version"] and data["env"]["check"]
     for case in data["cases"]:
-        for key in ("workload", "device", "batch_size", "loader", "status", "samples_per_s", "median_s", "spread", "n"):
+        for key in (
+            "workload",
+            "device",
+            "batch_size",
+            "loader",
+            "status",
+            "samples_per_s",
+            "median_s",
+            "spread",
+            "n",
+        ):
             assert key in case
         assert case["status"] == "ok"
         assert case["host_rss_peak_bytes"] >= case["host_rss_start_bytes"] > 0
@@ -67,7 +77,9 @@ def test_case_fields_the_issue_asks_for(small_run: Path) -> None:
         ),
     ],
 )
-def test_files_that_are_not_results_are_refused_with_the_reason(tmp_path: Path, content: str, message: str) -> None:
+def test_files_that_are_not_results_are_refused_with_the_reason(
+    tmp_path: Path, content: str, message: str
+) -> None:
     path = tmp_path / RESULTS_FILE
     path.write_text(content)
     with pytest.raises(ResultsFileError) as error:
@@ -93,7 +105,6 @@ def test_truncated_copy_of_a_real_file_is_refused(small_run: Path, tmp_path: Pat
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
     path = tmp_path / "out.json"
     write_atomic(path, "old")
-
 
     with pytest.raises(TypeError):
         write_atomic(path, 12345)  # type: ignore[arg-type]

@@ -12,14 +12,16 @@ from pathlib import Path
 import pytest
 
 from bench.results import load_run
-from bench.runner import Item, Options, plan, schedule
+from bench.runner import Item, Options, epochs_in_pass, plan, schedule
 from tests.conftest import ROOT, run_cli
 
 FAST = ("--devices", "cpu", "--passes", "1", "--max-time", "0.05", "--dataset", "synthetic")
 
 
 def test_plan_and_schedule_order() -> None:
-    options = Options(devices=("cpu",), batch_sizes=(8, 16), workloads=("forward", "epoch", "train"), passes=2)
+    options = Options(
+        devices=("cpu",), batch_sizes=(8, 16), workloads=("forward", "epoch", "train"), passes=2
+    )
     cases = plan(options)
     labels = [(c.workload, c.loader, c.batch_size) for c in cases]
     assert labels == [
@@ -28,16 +30,27 @@ def test_plan_and_schedule_order() -> None:
         ("epoch", "resident", 8), ("epoch", "resident", 16),
         ("train", "resident", 8), ("train", "resident", 16),
     ]  # fmt: skip
-    items = schedule(cases, passes=2)
-    assert items[: len(cases)] == [Item(c, 0) for c in cases]
-    assert items[len(cases) :] == [Item(cases[0], 1), Item(cases[1], 1)]
+    items = schedule(cases, passes=2, epoch_repeats=3)
+    first = [Item(c, 0, 2 if c.workload == "epoch" else 0) for c in cases]
+    second = [Item(c, 1, 1 if c.workload == "epoch" else 0) for c in cases if c.workload != "train"]
+    assert items == first + second  # epochs spread 2 + 1 over the passes, training runs once
+    assert [epochs_in_pass(5, 3, index) for index in range(3)] == [2, 2, 1]
+    assert [epochs_in_pass(1, 3, index) for index in range(3)] == [1, 0, 0]
 
 
 def test_a_batch_too_large_to_allocate_is_oom_and_the_sweep_goes_on(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_cli(
-        "run", *FAST, "--workloads", "forward,train_step", "--batch-sizes", "16,300000000,32",
-        "--data-dir", str(tmp_path / "data"), "--out", str(out),
+        "run",
+        *FAST,
+        "--workloads",
+        "forward,train_step",
+        "--batch-sizes",
+        "16,300000000,32",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.output
     run = load_run(out)
@@ -60,8 +73,18 @@ def test_an_error_in_one_case_is_recorded_and_the_rest_still_run(tmp_path: Path)
     (fake / "__init__.py").write_text("__version__ = '0.29.1'\n")
     out = tmp_path / "run"
     result = run_cli(
-        "run", *FAST, "--workloads", "epoch", "--batch-sizes", "500", "--epoch-repeats", "1",
-        "--data-dir", str(tmp_path / "data"), "--out", str(out),
+        "run",
+        *FAST,
+        "--workloads",
+        "epoch",
+        "--batch-sizes",
+        "500",
+        "--epoch-repeats",
+        "1",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
         env={"PYTHONPATH": f"{tmp_path / 'fake'}{os.pathsep}{ROOT}"},
     )
     assert result.returncode == 1, result.output  # an `error` case makes the run exit 1

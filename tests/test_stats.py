@@ -64,8 +64,14 @@ def test_single_samples_are_never_significant() -> None:
 
 @pytest.mark.parametrize(
     ("probability", "df", "expected"),
-    [(0.975, 1, 12.7062), (0.975, 4, 2.7764), (0.975, 30, 2.0423), (0.995, 3, 5.8409), (0.9995, 10, 4.5869),
-     (0.975, 1e6, 1.9600)],
+    [
+        (0.975, 1, 12.7062),
+        (0.975, 4, 2.7764),
+        (0.975, 30, 2.0423),
+        (0.995, 3, 5.8409),
+        (0.9995, 10, 4.5869),
+        (0.975, 1e6, 1.9600),
+    ],
 )
 def test_t_quantiles_match_published_tables(probability: float, df: float, expected: float) -> None:
     assert t_quantile(probability, df) == pytest.approx(expected, abs=2e-4)

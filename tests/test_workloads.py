@@ -26,7 +26,7 @@ def test_step_workloads_do_what_their_name_says(dataset: Dataset, workload: str)
     before = [p.detach().clone() for p in training.net.parameters()]
     step()
     after = list(training.net.parameters())
-    changed = any(not torch.equal(a, b) for a, b in zip(before, after))
+    changed = any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     has_grad = all(p.grad is not None for p in after)
     assert changed == (workload == "train_step")
     assert has_grad == (workload != "forward")

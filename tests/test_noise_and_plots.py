@@ -1,0 +1,64 @@
+"""Noise is visible (a loaded machine looks different), and `--plot` draws real PNGs or fails early."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.results import load_run
+from tests.conftest import ROOT, run_cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_on_a_loaded_machine_says_so(tmp_path: Path) -> None:
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        result = run_cli(
+            "run", "--devices", "cpu", "--workloads", "forward", "--batch-sizes", "64", "--passes", "2",
+            "--max-time", "0.5", "--dataset", "synthetic", "--data-dir", str(tmp_path / "data"),
+            "--out", str(tmp_path / "run"),
+        )  # fmt: skip
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+    assert result.returncode == 0, result.output
+    run = load_run(tmp_path / "run")
+    busy = run.env["load"]["busy_processes"]
+    assert {p["pid"] for p in busy} >= {s.pid for s in spinners}
+    header = (tmp_path / "run" / "summary.md").read_text().split("## Throughput")[0]
+    assert "other busy processes: none" not in header
+    assert "python" in header.lower()
+    assert run.env["during_run"]["steal_percent"] is not None
+
+
+def test_report_plot_draws_pngs_and_links_them(small_run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is the optional `plot` extra")
+    copy = tmp_path / "run"
+    shutil.copytree(small_run, copy)
+    result = run_cli("report", str(copy), "--plot")
+    assert result.returncode == 0, result.output
+    for name in ("throughput.png", "memory.png"):
+        data = (copy / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
+    summary = (copy / "summary.md").read_text()
+    assert "![throughput](throughput.png)" in summary and "![memory](memory.png)" in summary
+    assert load_run(copy).options["plots"] == ["throughput.png", "memory.png"]
+
+
+def test_plot_without_matplotlib_fails_before_measuring(tmp_path: Path) -> None:
+    fake = tmp_path / "fake" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+    out = tmp_path / "run"
+    result = run_cli(
+        "run", "--quick", "--plot", "--dataset", "synthetic", "--out", str(out),
+        env={"PYTHONPATH": f"{tmp_path / 'fake'}:{ROOT}"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--plot needs matplotlib" in result.stderr and "torch-bench[plot]" in result.stderr
+    assert not out.exists()
