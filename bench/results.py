@@ -232,8 +232,7 @@ def prepare_run_folder(folder: Path) -> Path:
             pass
     except OSError as error:
         raise UsageError(
-            f"cannot write results to {folder}: {error.strerror or error}",
-            hint="choose a writable folder with --out, or fix its permissions",
+            f"cannot write results to {folder}: {error.strerror or error}", hint=_unwritable_hint(folder)
         ) from None
     if (folder / RESULTS_FILE).exists():
         raise UsageError(
@@ -241,6 +240,23 @@ def prepare_run_folder(folder: Path) -> Path:
             hint="give --out a new folder (or leave --out out for a fresh one under results/)",
         )
     return folder
+
+
+def _unwritable_hint(folder: Path) -> str:
+    """Says whose folder it is when ownership is the problem (the usual case in containers)."""
+    hint = "choose a writable folder with --out, or fix its permissions"
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not hasattr(os, "getuid"):
+        return hint
+    owner = existing.stat()
+    if owner.st_uid != os.getuid():
+        hint = (
+            f"{existing} belongs to uid {owner.st_uid}:{owner.st_gid} but this process runs as "
+            f"{os.getuid()}:{os.getgid()}; {hint}"
+        )
+        if os.environ.get("BENCH_IMAGE"):
+            hint += " (with Docker Compose: BENCH_UID=$(id -u) BENCH_GID=$(id -g) docker compose run ...)"
+    return hint
 
 
 def write_atomic(path: Path, text: str) -> None:
