@@ -78,7 +78,9 @@ def report_torch(session: nox.Session, expect_cuda: bool) -> None:
     built = "CPU build" if cuda == "cpu" else f"CUDA {cuda} build"
     session.log(f"installed: torch {torch_version} ({built}), torchvision {vision_version}")
     if expect_cuda and cuda == "cpu":
-        session.warn("this environment got a CPU-only torch: check BENCH_TORCH_INDEX_BASE / BENCH_CUDA_FLAVOUR")
+        session.warn(
+            "this environment got a CPU-only torch: check BENCH_TORCH_INDEX_BASE / BENCH_CUDA_FLAVOUR"
+        )
     if not expect_cuda and cuda != "cpu":
         session.warn(
             "the CPU index was not used (unreachable, or BENCH_TORCH_INDEX_BASE is empty): this is PyPI's CUDA "
@@ -119,10 +121,14 @@ def bench_cpu(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench_cuda(session: nox.Session) -> None:
     """Build a CUDA-wheel environment, require a usable GPU, benchmark every GPU and the CPU beside them."""
-    _bench(session, torch_settings().get("BENCH_CUDA_FLAVOUR", "cu128"), devices="cpu,cuda", require_cuda=True)
+    _bench(
+        session, torch_settings().get("BENCH_CUDA_FLAVOUR", "cu128"), devices="cpu,cuda", require_cuda=True
+    )
 
 
-TORCH_VERSIONS = [v.strip() for v in os.environ.get("BENCH_TORCH_VERSIONS", "2.13.0,2.14.1").split(",") if v.strip()]
+TORCH_VERSIONS = [
+    v.strip() for v in os.environ.get("BENCH_TORCH_VERSIONS", "2.13.0,2.14.1").split(",") if v.strip()
+]
 
 
 @nox.session(default=False)
@@ -134,7 +140,9 @@ def bench_torch(session: nox.Session, torch: str) -> None:
     session.run("bench", "check")
     out = ROOT / "results" / f"torch-{torch}-{time.strftime('%Y%m%d-%H%M%S')}"
     session.run("bench", "run", "--devices", "cpu", "--out", str(out), *session.posargs)
-    session.log(f"results in {out.relative_to(ROOT)}; compare two releases with: bench compare <folder A> <folder B>")
+    session.log(
+        f"results in {out.relative_to(ROOT)}; compare two releases with: bench compare <folder A> <folder B>"
+    )
 
 
 @nox.session(default=False)
@@ -142,4 +150,6 @@ def container(session: nox.Session) -> None:
     """Build the CPU image, run it with Compose, check the tables on the host; cleans up (needs Docker)."""
     install_once(session, ["pytest>=8"])
     # --noconftest: the suite's conftest imports torch, which this light environment does not need
-    session.run("pytest", "tests/test_container.py", "--noconftest", "-m", "container", "-rs", *session.posargs)
+    session.run(
+        "pytest", "tests/test_container.py", "--noconftest", "-m", "container", "-rs", *session.posargs
+    )

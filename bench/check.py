@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from bench import env as envmod
@@ -60,8 +61,8 @@ def run_check(require: tuple[str, ...] = (), env: dict[str, Any] | None = None) 
     cuda_lines, cuda_devices = _cuda_lines(facts, require_cuda="cuda" in require)
     lines += cuda_lines
     for device in ["cpu", *cuda_devices]:
-        lines.append(_functional(f"matmul {device}", lambda d=device: matmul_check(d)))
-        lines.append(_functional(f"autograd {device}", lambda d=device: autograd_check(d)))
+        lines.append(_functional(f"matmul {device}", partial(matmul_check, device)))
+        lines.append(_functional(f"autograd {device}", partial(autograd_check, device)))
         lines.append(_torchvision_ops_line(facts, device))
     return CheckReport(lines, facts)
 
@@ -118,8 +119,9 @@ def _torchvision_lines(facts: dict[str, Any]) -> list[CheckLine]:
             CheckLine(
                 "torchvision",
                 WARN,
-                f"{version} imports, but torch {torch_version} pairs with torchvision {expected}.x",
-                pair_hint,
+                f"{version} imports, but torch {torch_version} is released with torchvision {expected}.x; "
+                "the ops check below tells whether this pair works",
+                f"if anything torchvision does fails: {pair_hint}",
             )
         ]
     return [CheckLine("torchvision", PASS, f"{version} (pairs with torch {torch_version})")]
@@ -321,6 +323,8 @@ def autograd_check(device: str) -> str:
     for (name, param), param_ref in zip(
         training.net.named_parameters(), reference.net.parameters(), strict=True
     ):
+        if param.grad is None or param_ref.grad is None:
+            raise CheckFailure(f"no gradient reached {name}", "autograd is broken in this install")
         grad, grad_ref = param.grad.detach().cpu().double(), param_ref.grad
         if not torch.isfinite(grad).all():
             raise CheckFailure(f"gradient of {name} is not finite", "the device computes wrong results")
@@ -366,7 +370,7 @@ def _torchvision_ops_line(facts: dict[str, Any], device: str) -> CheckLine:
         return CheckLine(
             name, FAIL, "torchvision does not import (see above)", "fix the torchvision line first"
         )
-    line = _functional(name, lambda: nms_check(device))
+    line = _functional(name, partial(nms_check, device))
     if line.verdict == FAIL and "does not exist" in line.detail:
         expected = envmod.expected_torchvision(facts["torch"].get("version", ""))
         return CheckLine(

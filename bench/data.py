@@ -102,9 +102,9 @@ def load_dataset(
         files = find_files(root, name) or _download(root, name, download)
         return _read(files, requested=name, expected=name)
     # auto: MNIST when it is here or can be downloaded, else synthetic, and say so.
-    files = find_files(root, "mnist")
-    if files is not None:
-        return _read(files, requested=name, expected=None)
+    local = find_files(root, "mnist")
+    if local is not None:
+        return _read(local, requested=name, expected=None)
     try:
         files = _download(root, "mnist", download)
     except DatasetError as error:

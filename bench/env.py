@@ -396,7 +396,7 @@ def decode_throttle_reasons(mask: int | None) -> list[str] | None:
     return [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
 
 
-def collect_packages() -> Facts:
+def collect_packages() -> dict[str, str | None]:
     names = (
         "torch",
         "torchvision",
@@ -407,7 +407,7 @@ def collect_packages() -> Facts:
         "numpy",
         "pillow",
     )
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in names:
         try:
             versions[name] = metadata.version(name)

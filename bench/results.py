@@ -78,6 +78,10 @@ class CaseResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def final_accuracy(self) -> float | None:
+        return self.test_accuracy[-1] if self.test_accuracy else None
+
     def summary(self) -> Summary | None:
         return summarize(self.samples_s) if self.samples_s else None
 
@@ -105,7 +109,7 @@ class CaseResult:
             return later
         samples = self.samples_s + later.samples_s
         summary = summarize(samples)
-        peaks = {}
+        peaks: dict[str, Any] = {}
         for name in (
             "host_rss_peak_bytes",
             "device_peak_allocated_bytes",

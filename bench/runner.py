@@ -3,7 +3,7 @@
 The cases execute as one pytest session (`bench/sweep_pytest.py`, one test item per case) so that
 the step workloads are timed by pytest-benchmark itself: its calibration, statistics and JSON,
 with a timer that waits for the device (`devices.device_clock`). Epoch and train cases time
-themselves (they are single long passes). Whatever a case raises, the sweep goes on: an allocation
+themselves (whole epochs). Step and epoch cases are revisited in several passes (`schedule`). Whatever a case raises, the sweep goes on: an allocation
 failure becomes status `oom`, anything else status `error`, and every finished case is on disk
 before the next one starts. The first Ctrl-C stops after the current case; a second one aborts it.
 """
@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +116,12 @@ def schedule(cases: list[CaseKey], passes: int, epoch_repeats: int = 1) -> list[
     return items
 
 
+OOM_ERRORS = (torch.cuda.OutOfMemoryError, MemoryError)  # torch.OutOfMemoryError is the same class
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """A CUDA OOM, a CPU allocation failure, or Python's MemoryError."""
-    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+    if isinstance(error, OOM_ERRORS):
         return True
     text = str(error)
     return isinstance(error, RuntimeError) and (
@@ -129,7 +133,10 @@ def release_memory(device: str) -> None:
     """Frees what a finished (or failed) case left behind before the next one starts."""
     gc.collect()
     if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
+        try:
+            torch.cuda.synchronize(device)
+        except RuntimeError:  # the failed case may have left an error on the device; free what we can
+            pass
         torch.cuda.empty_cache()
 
 
@@ -146,7 +153,7 @@ class Sweep:
     stop_requested: bool = False
     done: int = 0
 
-    @property
+    @cached_property
     def items(self) -> list[Item]:
         return schedule(self.cases, self.options.passes, self.options.epoch_repeats)
 
@@ -196,15 +203,15 @@ class Sweep:
         if key.workload == "epoch":
             with monitor:
                 timings = run_epochs(self.dataset, key.device, key.batch_size, key.loader or "", item.epochs)
-            samples = timings[0].samples
+            per_epoch = timings[0].samples
             return CaseResult.measured(
                 key,
                 [t.seconds for t in timings],
-                samples,
+                per_epoch,
                 monitor.reading,
                 details={
                     "data_seconds": [t.data_seconds for t in timings],
-                    "samples_per_epoch": samples,
+                    "samples_per_epoch": per_epoch,
                     "batches_per_epoch": timings[0].batches,
                 },
             )
