@@ -77,7 +77,7 @@ def _torch_lines(facts: dict[str, Any]) -> list[CheckLine]:
     if torch_facts.get("available") is False:
         return [CheckLine("torch", FAIL, f"not available: {torch_facts['reason']}", "pip install torch")]
     cudnn = torch_facts.get("cudnn")
-    cudnn_text = f", cuDNN {cudnn // 10000}.{cudnn // 100 % 100}.{cudnn % 100}" if cudnn else ""
+    cudnn_text = f", cuDNN {cudnn_version_text(cudnn)}" if cudnn else ""
     detail = f"{torch_facts['version']}, {torch_facts['build']}{cudnn_text}"
     lines = [CheckLine("torch", PASS, detail)]
     if torch_facts.get("arch_list"):
@@ -95,6 +95,13 @@ def _torch_lines(facts: dict[str, Any]) -> list[CheckLine]:
         )
     )
     return lines
+
+
+def cudnn_version_text(version: int) -> str:
+    """torch reports cuDNN 9.1.0 as 90100 but cuDNN 8.9.2 as 8902."""
+    if version >= 90000:
+        return f"{version // 10000}.{version // 100 % 100}.{version % 100}"
+    return f"{version // 1000}.{version // 100 % 10}.{version % 100}"
 
 
 def _torchvision_lines(facts: dict[str, Any]) -> list[CheckLine]:
@@ -202,12 +209,12 @@ def _cuda_lines(facts: dict[str, Any], require_cuda: bool) -> tuple[list[CheckLi
             f"torch built with CUDA {cuda['built_with']}, {cuda['device_count']} device(s) usable",
         )
     )
-    nvml_devices = {str(d.get("uuid", "")).removeprefix("GPU-"): d for d in nvml.get("devices", [])}
+    nvml_devices = {envmod.uuid_key(d.get("uuid")): d for d in nvml.get("devices", [])}
     devices = []
     for device in cuda["devices"]:
         name = f"cuda:{device['index']}"
         devices.append(name)
-        nvml_device = nvml_devices.get(str(device.get("uuid") or "").removeprefix("GPU-"), {})
+        nvml_device = nvml_devices.get(envmod.uuid_key(device.get("uuid")), {})
         driver = f", driver {nvml['driver_version']}" if nvml.get("available") else ""
         used = nvml_device.get("memory_used_bytes")
         used_text = f" ({used / 2**30:.1f} GiB in use)" if used is not None else ""
@@ -241,7 +248,7 @@ def _count_line(cuda: dict[str, Any], nvml: dict[str, Any]) -> CheckLine:
     torch_count = cuda["device_count"]
     if not nvml.get("available"):
         return CheckLine("device count", SKIP, f"torch sees {torch_count}; NVML not available to compare")
-    nvml_count = nvml["device_count"]
+    nvml_count = len(nvml.get("cuda_device_uuids", [])) or nvml["device_count"]  # MIG instances count
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if torch_count == nvml_count:
         return CheckLine("device count", PASS, f"torch and NVML both see {torch_count}")

@@ -287,13 +287,6 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     run_id = resultsmod.new_run_id()
     folder = args.out if args.out else resultsmod.default_run_folder(Path("results"), run_id)
     resultsmod.prepare_run_folder(folder)
-    try:
-        dataset = load_dataset(args.dataset, args.data_dir, download=not args.no_download)
-    except BenchError:
-        _remove_if_empty(folder)
-        raise
-    if dataset.info.note:
-        print(f"dataset: {dataset.info.pretty_name}: {dataset.info.note}", file=sys.stderr)
     facts = envmod.collect_all()
     check = run_check(require=tuple(args.require), env=facts)
     facts["check"] = check.to_dict()["lines"]
@@ -307,6 +300,13 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     elif not check.passed:
         failed = ", ".join(line.name for line in check.lines if line.verdict == "FAIL")
         print(f"warning: install check failed ({failed}); run `bench check` for details", file=sys.stderr)
+    try:
+        dataset = load_dataset(args.dataset, args.data_dir, download=not args.no_download)
+    except BenchError:
+        _remove_if_empty(folder)
+        raise
+    if dataset.info.note:
+        print(f"dataset: {dataset.info.pretty_name}: {dataset.info.note}", file=sys.stderr)
     print(f"bench run: {folder}", file=sys.stderr)
     run, folder = run_benchmarks(options, dataset, folder, facts, run_id)
     if args.plot:
@@ -347,9 +347,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         from bench.plots import require_matplotlib
 
         require_matplotlib()
-    write_tables(run, folder)
-    if args.plot:
-        _plot(run, folder)
+    try:
+        write_tables(run, folder)
+        if args.plot:
+            _plot(run, folder)
+    except OSError as error:
+        raise UsageError(
+            f"cannot write the tables into {folder}: {error.strerror or error}",
+            hint="copy the run folder somewhere writable and report that copy",
+        ) from None
     print(console_summary(run))
     print(f"\nWrote {folder / 'summary.md'} and {folder / 'results.csv'}")
     return EXIT_OK
@@ -364,9 +370,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     baseline, candidate = load_run(args.baseline), load_run(args.candidate)
     comparison = compare_runs(baseline, candidate)
     text = comparison_markdown(comparison)
-    print(text)
     if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+        try:
+            args.out.write_text(text + "\n", encoding="utf-8")
+        except OSError as error:
+            raise UsageError(
+                f"cannot write {args.out}: {error.strerror or error}", hint="give --out a writable path"
+            ) from None
+    print(text)
     if args.fail_above is not None:
         slower = comparison.slowdowns_above(args.fail_above)
         if slower:

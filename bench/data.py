@@ -182,6 +182,11 @@ def _read(files: dict[str, Path], requested: str, expected: str | None) -> Datas
     test_images = read_idx(files["test_images"], IMAGE_DIMS)
     test_labels = read_idx(files["test_labels"], LABEL_DIMS).long()
     for images, labels, split in ((train_images, train_labels, "train"), (test_images, test_labels, "t10k")):
+        if len(labels) == 0:
+            raise DatasetError(
+                f"the {split} files hold no images: {files[f'{_key(split)}_labels']}",
+                hint="replace them with complete copies",
+            )
         if len(images) != len(labels):
             raise DatasetError(
                 f"the {split} files do not match: {len(images):,} images in {files[f'{_key(split)}_images']} "

@@ -323,7 +323,35 @@ def collect_cuda() -> Facts:
     return facts
 
 
-def _nvml_text(value: Any) -> str:
+def uuid_key(uuid: object) -> str:
+    """A device UUID as torch and NVML both can spell it: without `GPU-`/`MIG-`, lower case."""
+    text = str(uuid or "").strip().lower()
+    for prefix in ("gpu-", "mig-"):
+        text = text.removeprefix(prefix)
+    return text
+
+
+def nvml_handles(pynvml: Any) -> list[Any]:
+    """The NVML handles of what CUDA can use: whole GPUs, and in place of a MIG-mode GPU its instances."""
+    handles = []
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        try:
+            current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
+        except (pynvml.NVMLError, AttributeError):  # no MIG on this GPU or in this nvidia-ml-py
+            current = None
+        if current != getattr(pynvml, "NVML_DEVICE_MIG_ENABLE", 1):
+            handles.append(handle)
+            continue
+        for mig_index in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+            try:
+                handles.append(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, mig_index))
+            except pynvml.NVMLError:
+                continue
+    return handles
+
+
+def nvml_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -344,7 +372,7 @@ def collect_nvml() -> Facts:
         if "Driver Not Loaded" in text:
             return unavailable(f"the NVIDIA kernel driver is not loaded ({text})")
         return unavailable(f"NVML failed to start: {text}")
-    facts: Facts = {"available": True, "driver_version": _nvml_text(pynvml.nvmlSystemGetDriverVersion())}
+    facts: Facts = {"available": True, "driver_version": nvml_text(pynvml.nvmlSystemGetDriverVersion())}
     try:
         version = pynvml.nvmlSystemGetCudaDriverVersion_v2()
         facts["driver_cuda_version"] = f"{version // 1000}.{version % 1000 // 10}"
@@ -356,6 +384,10 @@ def collect_nvml() -> Facts:
         devices.append(_nvml_device(pynvml, index, handle))
     facts["device_count"] = len(devices)
     facts["devices"] = devices
+    # what CUDA can use: a MIG-mode GPU shows up as its instances, not as itself
+    facts["cuda_device_uuids"] = [
+        uuid_key(nvml_text(pynvml.nvmlDeviceGetUUID(h))) for h in nvml_handles(pynvml)
+    ]
     return facts
 
 
@@ -374,8 +406,8 @@ def _nvml_device(pynvml: Any, index: int, handle: Any) -> Facts:
     power = read(lambda: pynvml.nvmlDeviceGetPowerUsage(handle))
     return {
         "index": index,
-        "name": read(lambda: _nvml_text(pynvml.nvmlDeviceGetName(handle))),
-        "uuid": read(lambda: _nvml_text(pynvml.nvmlDeviceGetUUID(handle))),
+        "name": read(lambda: nvml_text(pynvml.nvmlDeviceGetName(handle))),
+        "uuid": read(lambda: nvml_text(pynvml.nvmlDeviceGetUUID(handle))),
         "memory_total_bytes": memory.total if memory else None,
         "memory_used_bytes": memory.used if memory else None,
         "sm_clock_mhz": read(lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)),

@@ -48,6 +48,8 @@ def read_idx(path: str | os.PathLike[str], expected_dims: int | None = None) -> 
             path,
             f"{state}: header says shape {tuple(shape)} ({expected:,} bytes) but the file holds {len(raw):,}",
         )
+    if expected == header_size:  # no items (torch.frombuffer refuses an empty buffer)
+        return torch.empty(shape, dtype=torch.uint8)
     data = torch.frombuffer(bytearray(raw[header_size:]), dtype=torch.uint8)
     return data.reshape(shape)
 

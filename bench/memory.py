@@ -17,6 +17,9 @@ from typing import Any
 import psutil
 import torch
 
+from bench.devices import synchronize
+from bench.env import nvml_handles, nvml_text, uuid_key
+
 SAMPLE_INTERVAL_S = 0.02
 
 
@@ -47,14 +50,11 @@ class NvmlDevice:
             import pynvml
 
             pynvml.nvmlInit()
-            uuid = str(torch.cuda.get_device_properties(device).uuid)
-            for index in range(pynvml.nvmlDeviceGetCount()):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                nvml_uuid = pynvml.nvmlDeviceGetUUID(handle)
-                nvml_uuid = nvml_uuid.decode() if isinstance(nvml_uuid, bytes) else nvml_uuid
-                if nvml_uuid.removeprefix("GPU-") == uuid.removeprefix("GPU-"):
+            wanted = uuid_key(torch.cuda.get_device_properties(device).uuid)
+            for handle in nvml_handles(pynvml):
+                if uuid_key(nvml_text(pynvml.nvmlDeviceGetUUID(handle))) == wanted:
                     return cls(handle, pynvml)
-        except Exception:
+        except Exception:  # no NVML, no driver, an old nvidia-ml-py: memory is reported without it
             return None
         return None
 
@@ -87,7 +87,7 @@ class MemoryMonitor:
 
     def __enter__(self) -> MemoryMonitor:
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         self._rss_start = self._rss_peak = self._process.memory_info().rss
         self._sample()
@@ -104,11 +104,11 @@ class MemoryMonitor:
         allocated = reserved = None
         if self.device.type == "cuda":
             try:
-                torch.cuda.synchronize(self.device)
-            except Exception:  # a failed case may leave the device unusable; keep what was sampled
+                synchronize(self.device)
+                allocated = int(torch.cuda.max_memory_allocated(self.device))
+                reserved = int(torch.cuda.max_memory_reserved(self.device))
+            except RuntimeError:  # a failed case may leave the device unusable; keep what was sampled
                 pass
-            allocated = int(torch.cuda.max_memory_allocated(self.device))
-            reserved = int(torch.cuda.max_memory_reserved(self.device))
         self._sample()
         self.reading = MemoryReading(
             host_rss_start_bytes=self._rss_start,

@@ -68,7 +68,7 @@ def rate_cell(case: CaseResult | None) -> str:
         return ""
     if not case.ok:
         return STATUS_CELL.get(case.status, case.status)
-    mark = NOISY_MARK if case.spread is not None and case.spread > NOISY_SPREAD else ""
+    mark = NOISY_MARK if case.noisy else ""
     return fmt_rate(case.samples_per_s) + mark
 
 
@@ -90,12 +90,12 @@ def data_share(case: CaseResult) -> float | None:
 def epoch_vs_steps(
     case: CaseResult, cases: dict[tuple[str, str, int, str | None], CaseResult]
 ) -> float | None:
-    """Epoch time over the time of the same number of `train_step`s measured in this run."""
+    """Epoch time over the time of as many `train_step`s (one per batch) measured in this run."""
     step = cases.get(("train_step", case.device, case.batch_size, None))
-    samples = case.details.get("samples_per_epoch")
-    if not case.ok or step is None or not step.ok or not samples or not step.median_s or not case.median_s:
+    steps = case.details.get("batches_per_epoch")
+    if not case.ok or step is None or not step.ok or not steps or not step.median_s or not case.median_s:
         return None
-    return case.median_s / (samples / case.batch_size * step.median_s)
+    return case.median_s / (steps * step.median_s)
 
 
 def time_to_target(case: CaseResult) -> tuple[int | None, float | None]:
@@ -292,7 +292,7 @@ def memory_table(run: Run, fmt: str = "github") -> str:
 def cases_table(run: Run, fmt: str = "github") -> str:
     rows = []
     for case in sorted(run.cases, key=_case_order(run)):
-        noisy = "noisy" if case.spread is not None and case.spread > NOISY_SPREAD else ""
+        noisy = "noisy" if case.noisy else ""
         rows.append(
             [
                 case.workload,
@@ -490,7 +490,7 @@ def csv_text(run: Run) -> str:
                 "median_s": case.median_s,
                 "iqr_s": case.iqr_s,
                 "spread": case.spread,
-                "noisy": bool(case.spread is not None and case.spread > NOISY_SPREAD),
+                "noisy": case.noisy,
                 "n": case.n,
                 "host_rss_start_bytes": case.host_rss_start_bytes,
                 "host_rss_peak_bytes": case.host_rss_peak_bytes,

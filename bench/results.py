@@ -10,6 +10,7 @@ Raw samples are stored in seconds and bytes; speeds, units and statistics are de
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import secrets
@@ -21,7 +22,7 @@ from typing import Any
 
 from bench.catalog import STEP_WORKLOADS
 from bench.errors import ResultsFileError, UsageError
-from bench.stats import Summary, block_medians, summarize
+from bench.stats import NOISY_SPREAD, Summary, block_medians, summarize
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -79,6 +80,11 @@ class CaseResult:
         return self.status == "ok"
 
     @property
+    def noisy(self) -> bool:
+        """Spread (IQR/median) above the threshold the tables flag."""
+        return self.spread is not None and self.spread > NOISY_SPREAD
+
+    @property
     def final_accuracy(self) -> float | None:
         return self.test_accuracy[-1] if self.test_accuracy else None
 
@@ -86,19 +92,16 @@ class CaseResult:
         return summarize(self.samples_s) if self.samples_s else None
 
     def independent_samples(self) -> list[float]:
-        """Per-sample seconds in units whose noise is independent enough for a test between runs.
+        """Seconds in units whose noise is independent enough for a test between runs.
 
         Step cases: one median per pass (passes are spread over the run), or, measured in a single
         pass, medians of five stretches of its rounds. Epoch and train cases: one value per epoch.
         """
-        per_call = self.samples_per_call or 1
         if self.workload not in STEP_WORKLOADS:
-            units = self.samples_s
-        elif self.pass_medians and len(self.pass_medians) >= 2:
-            units = self.pass_medians
-        else:
-            units = block_medians(self.samples_s)
-        return [seconds / per_call for seconds in units]
+            return list(self.samples_s)
+        if self.pass_medians and len(self.pass_medians) >= 2:
+            return list(self.pass_medians)
+        return block_medians(self.samples_s)
 
     def merged_with(self, later: CaseResult) -> CaseResult:
         """This case after another pass: samples pooled, pass medians appended, memory peaks kept."""
@@ -106,7 +109,7 @@ class CaseResult:
             failures = [*self.details.get("failed_passes", []), f"{later.status}: {later.error}"]
             return replace(self, details={**self.details, "failed_passes": failures})
         if not self.ok:
-            return later
+            return self  # the earlier failure stands
         samples = self.samples_s + later.samples_s
         summary = summarize(samples)
         peaks: dict[str, Any] = {}
@@ -284,9 +287,20 @@ def _umask() -> int:
     return mask
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a diverging loss, say) become null: JSON has no other spelling for them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def save_run(run: Run, folder: Path) -> Path:
     path = folder / RESULTS_FILE
-    write_atomic(path, json.dumps(run.to_dict(), indent=1, allow_nan=False) + "\n")
+    write_atomic(path, json.dumps(_finite(run.to_dict()), indent=1, allow_nan=False) + "\n")
     return path
 
 

@@ -30,6 +30,7 @@ from bench import env as envmod
 from bench import results as resultsmod
 from bench.catalog import STEP_WORKLOADS
 from bench.data import Dataset
+from bench.devices import synchronize
 from bench.memory import MemoryMonitor
 from bench.results import CaseKey, CaseResult, Run
 from bench.stats import summarize
@@ -124,20 +125,31 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, OOM_ERRORS):
         return True
     text = str(error)
-    return isinstance(error, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text or "Cannot allocate memory" in text
-    )
+    return isinstance(error, RuntimeError) and any(marker in text for marker in OOM_MARKERS)
 
 
-def release_memory(device: str) -> None:
-    """Frees what a finished (or failed) case left behind before the next one starts."""
+OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",  # the CPU allocator
+    "Cannot allocate memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",  # cuBLAS creating its workspace on a full GPU
+)
+
+
+def release_memory(device: str) -> str | None:
+    """Frees what a finished (or failed) case left behind; returns why the device is unusable, if it is.
+
+    A CUDA error such as an illegal memory access is sticky: every later call on that device fails.
+    """
     gc.collect()
-    if device.startswith("cuda"):
-        try:
-            torch.cuda.synchronize(device)
-        except RuntimeError:  # the failed case may have left an error on the device; free what we can
-            pass
+    if not device.startswith("cuda"):
+        return None
+    try:
+        synchronize(device)
         torch.cuda.empty_cache()
+    except RuntimeError as error:
+        return " ".join(str(error).split())[:300]
+    return None
 
 
 @dataclass
@@ -152,6 +164,7 @@ class Sweep:
     progress: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
     stop_requested: bool = False
     done: int = 0
+    broken_devices: dict[str, str] = field(default_factory=dict)
 
     @cached_property
     def items(self) -> list[Item]:
@@ -163,19 +176,33 @@ class Sweep:
         passes = f" (pass {item.pass_index + 1}/{self.options.passes})" if self.options.passes > 1 else ""
         self.done += 1
         self.progress(f"[{self.done:>3}/{len(self.items)}] {key.label()}{passes} ...")
+        earlier = self.recorded(key)
+        if earlier is not None and not earlier.ok:  # an OOM in pass 1 will not fit in pass 2 either
+            self.progress(f"        skipped: {earlier.status.upper()} in an earlier pass")
+            return earlier
         start = time.perf_counter()
-        try:
-            result = self._measure(item, benchmark)
-        except Exception as error:
-            status = "oom" if is_out_of_memory(error) else "error"
-            message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
-            result = CaseResult.failed(key, status, message)
-        finally:
-            release_memory(key.device)
-        result = replace(result, wall_s=round(time.perf_counter() - start, 3))
-        result = self.record(result)
+        if key.device in self.broken_devices:
+            result = CaseResult.failed(
+                key,
+                "error",
+                f"not run: {key.device} is unusable after an earlier error ({self.broken_devices[key.device]})",
+            )
+        else:
+            try:
+                result = self._measure(item, benchmark)
+            except Exception as error:
+                status = "oom" if is_out_of_memory(error) else "error"
+                message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+                result = CaseResult.failed(key, status, message)
+        result = self.record(replace(result, wall_s=round(time.perf_counter() - start, 3)))
+        broken = release_memory(key.device)  # after the record: a failing clean-up cannot cost the case
+        if broken:
+            self.broken_devices[key.device] = broken
         self.progress(f"        {describe(result)}")
         return result
+
+    def recorded(self, key: CaseKey) -> CaseResult | None:
+        return next((case for case in self.run.cases if case.key == key), None)
 
     def _measure(self, item: Item, benchmark: Any | None) -> CaseResult:
         key = item.key
@@ -202,7 +229,14 @@ class Sweep:
             )
         if key.workload == "epoch":
             with monitor:
-                timings = run_epochs(self.dataset, key.device, key.batch_size, key.loader or "", item.epochs)
+                timings = run_epochs(
+                    self.dataset,
+                    key.device,
+                    key.batch_size,
+                    key.loader or "",
+                    item.epochs,
+                    seed=item.pass_index,
+                )
             per_epoch = timings[0].samples
             return CaseResult.measured(
                 key,
@@ -254,7 +288,7 @@ def describe(result: CaseResult) -> str:
     if not result.ok:
         return f"{result.status.upper()}: {result.error}"
     spread = f"spread {result.spread:.1%}" if result.spread is not None else "spread n/a"
-    noisy = " NOISY" if result.summary() and result.summary().noisy else ""  # type: ignore[union-attr]
+    noisy = " NOISY" if result.noisy else ""
     accuracy = f", test accuracy {result.test_accuracy[-1]:.1%}" if result.test_accuracy else ""
     rate = result.samples_per_s or 0.0
     return f"{rate:,.0f} samples/s, median {result.median_s:.4g} s ({spread}{noisy}, n={result.n}){accuracy}"

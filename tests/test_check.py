@@ -87,3 +87,11 @@ def test_torchvision_without_compiled_ops_fails_the_ops_check(tmp_path: Path) ->
     lines = {line["name"]: line for line in json.loads(result.stdout)["lines"]}
     assert lines["torchvision ops cpu"]["verdict"] == FAIL
     assert "mismatched pair" in lines["torchvision ops cpu"]["hint"]
+
+
+def test_cudnn_versions_of_both_numbering_schemes() -> None:
+    from bench.check import cudnn_version_text
+
+    assert cudnn_version_text(90100) == "9.1.0"
+    assert cudnn_version_text(92400) == "9.24.0"
+    assert cudnn_version_text(8902) == "8.9.2"

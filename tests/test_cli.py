@@ -9,7 +9,7 @@ import pytest
 
 from bench.cli import main, parse_batch_sizes
 from bench.errors import UsageError
-from tests.conftest import SMALL_RUN_ARGS, load_json, run_cli
+from tests.conftest import SMALL_RUN_ARGS, load_json, requires_no_cuda, run_cli
 
 
 def test_small_run_writes_every_file(small_run: Path) -> None:
@@ -109,6 +109,21 @@ def test_corrupt_dataset_names_the_file(
     err = capsys.readouterr().err
     assert code == 2 and str(broken) in err
     assert not (tmp_path / "r").exists()
+
+
+@requires_no_cuda
+def test_check_runs_before_anything_else(tmp_path: Path) -> None:
+    """`run --check`: the install check comes first, so a CUDA-less machine stops there (exit 1),
+    before the missing data set would be noticed."""
+    out = tmp_path / "run"
+    result = run_cli(
+        "run", "--check", "--require", "cuda", "--dataset", "mnist", "--no-download",
+        "--data-dir", str(tmp_path), "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 1, result.output
+    assert "no usable CUDA device" in result.stdout and "nothing was measured" in result.stderr
+    assert "MNIST not found" not in result.stderr
+    assert not out.exists()
 
 
 def test_parse_batch_sizes_keeps_order_and_drops_repeats() -> None:

@@ -124,3 +124,7 @@ def test_compare_refuses_files_that_are_not_results(two_runs: tuple[Path, Path],
     result = run_cli("compare", str(two_runs[0]), str(truncated))
     assert result.returncode == 2 and "truncated" in result.stderr and "Traceback" not in result.output
     assert run_cli("compare", str(two_runs[0]), str(two_runs[1]), "--fail-above", "-5").returncode == 2
+    blocked = run_cli(
+        "compare", str(two_runs[0]), str(two_runs[1]), "--out", str(truncated / RESULTS_FILE / "x.md")
+    )
+    assert blocked.returncode == 2 and "cannot write" in blocked.stderr

@@ -123,6 +123,27 @@ def test_images_and_labels_of_different_lengths_are_rejected(tmp_path: Path, sma
         load_dataset("fashion-mnist", tmp_path / "data")
 
 
+def test_empty_files_are_rejected_before_measuring(tmp_path: Path, small_real_dir: Path) -> None:
+    shutil.copytree(small_real_dir, tmp_path / "data")
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        path = tmp_path / "data" / f"{stem}.gz"
+        write_idx(path, read_idx(path)[:0].clone())
+    with pytest.raises(DatasetError, match="hold no images"):
+        load_dataset("fashion-mnist", tmp_path / "data")
+
+
+def test_the_chapters_loader_reshuffles_every_epoch(small_real_dir: Path) -> None:
+    from bench.workloads import make_epochs
+
+    dataset = load_dataset("fashion-mnist", small_real_dir)
+    for loader in ("torchvision", "resident"):
+        epochs = make_epochs(loader, dataset, "cpu", batch_size=100)
+        first = torch.cat([labels for _, labels in epochs()])
+        second = torch.cat([labels for _, labels in epochs()])
+        assert not torch.equal(first, second), loader
+        assert torch.equal(first.sort().values, second.sort().values)
+
+
 def test_unknown_dataset_name_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown dataset 'cifar'"):
         load_dataset("cifar", tmp_path)

@@ -126,3 +126,16 @@ def test_load_probe_sees_a_busy_process() -> None:
         spinner.kill()
     assert any(process["pid"] == spinner.pid for process in load["busy_processes"])
     assert load["loadavg"] is not None and len(load["loadavg"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("uuid", "key"),
+    [
+        ("GPU-5c5f4b2e-1111-2222-3333-444455556666", "5c5f4b2e-1111-2222-3333-444455556666"),
+        ("5C5F4B2E-1111-2222-3333-444455556666", "5c5f4b2e-1111-2222-3333-444455556666"),
+        ("MIG-0a1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff", "0a1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff"),
+        (None, ""),
+    ],
+)
+def test_torch_and_nvml_uuids_compare_equal(uuid: str | None, key: str) -> None:
+    assert env.uuid_key(uuid) == key

@@ -60,7 +60,8 @@ def test_derived_values_come_from_the_raw_samples(small_run: Path) -> None:
     assert share == pytest.approx(sum(epoch.details["data_seconds"]) / sum(epoch.samples_s))
     step = cases[("train_step", "cpu", 32, None)]
     ratio = epoch_vs_steps(epoch, cases)
-    assert ratio == pytest.approx(epoch.median_s / (1000 / 32 * step.median_s))
+    assert epoch.details["batches_per_epoch"] == 32  # 1,000 images: 31 full batches and a ragged one
+    assert ratio == pytest.approx(epoch.median_s / (32 * step.median_s))
     train = cases[("train", "cpu", 32, "resident")]
     epochs, seconds = time_to_target(train)
     if epochs is not None:
@@ -91,6 +92,16 @@ def test_report_command_rerenders_the_same_tables(small_run: Path, tmp_path: Pat
     assert (copy / "summary.md").read_text() == (small_run / "summary.md").read_text()
     assert (copy / "results.csv").read_text() == (small_run / "results.csv").read_text()
     assert "Throughput (samples/s)" in result.stdout
+
+
+def test_report_into_a_folder_it_cannot_write_is_a_clear_error(small_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(small_run, copy)
+    (copy / "summary.md").unlink()
+    (copy / "summary.md").mkdir()  # a directory where the table must go: writing it fails
+    result = run_cli("report", str(copy))
+    assert result.returncode == 2
+    assert "cannot write the tables" in result.stderr and "Traceback" not in result.output
 
 
 def test_report_refuses_a_file_that_is_not_results(tmp_path: Path) -> None:

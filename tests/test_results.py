@@ -134,6 +134,15 @@ def test_existing_run_folder_is_not_overwritten(small_run: Path, tmp_path: Path)
         prepare_run_folder(tmp_path / "run")
 
 
+def test_non_finite_numbers_are_saved_as_null(small_run: Path, tmp_path: Path) -> None:
+    run = load_run(small_run)
+    train = next(case for case in run.cases if case.workload == "train")
+    train.details["mean_loss"] = [float("nan"), float("inf")]
+    save_run(run, tmp_path)
+    again = load_run(tmp_path)
+    assert next(case for case in again.cases if case.workload == "train").details["mean_loss"] == [None, None]
+
+
 def test_failed_cases_carry_status_and_no_numbers() -> None:
     case = CaseResult.failed(CaseKey("train_step", "cpu", 10**9), "oom", "can't allocate memory")
     assert case.status == "oom" and case.samples_per_s is None and case.median_s is None and not case.ok
