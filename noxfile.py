@@ -71,7 +71,9 @@ def report_torch(session: nox.Session, expect_cuda: bool) -> None:
     output = session.run(
         "python",
         "-c",
-        "import torch, torchvision; print(torch.__version__, torch.version.cuda or 'cpu', torchvision.__version__)",
+        # torchvision by its metadata: a mismatched one fails on import, and `bench check` explains that
+        "import importlib.metadata as m, torch; "
+        "print(torch.__version__, torch.version.cuda or 'cpu', m.version('torchvision'))",
         silent=True,
     )
     torch_version, cuda, vision_version = str(output).split()[-3:]
