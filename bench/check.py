@@ -117,9 +117,13 @@ def _torchvision_lines(facts: dict[str, Any]) -> list[CheckLine]:
     if not vision.get("available"):
         installed = vision.get("installed_version")
         detail = f"does not import: {vision['reason']}"
-        if installed:
-            detail += f" (installed: torchvision {installed}, torch {torch_version})"
-        return [CheckLine("torchvision", FAIL, detail, pair_hint if installed else "pip install torchvision")]
+        if not installed:
+            return [CheckLine("torchvision", FAIL, detail, "pip install torchvision")]
+        detail += f" (installed: torchvision {installed}, torch {torch_version})"
+        hint = pair_hint
+        if expected and installed.startswith(expected + "."):
+            hint = build_mismatch_hint(torch_version, installed)
+        return [CheckLine("torchvision", FAIL, detail, hint)]
     version = vision["version"]
     if expected and not version.startswith(expected + "."):
         return [
@@ -132,6 +136,21 @@ def _torchvision_lines(facts: dict[str, Any]) -> list[CheckLine]:
             )
         ]
     return [CheckLine("torchvision", PASS, f"{version} (pairs with torch {torch_version})")]
+
+
+def build_mismatch_hint(torch_version: str, vision_version: str) -> str:
+    """The right release of torchvision, but built for another flavour of torch (CPU vs CUDA)."""
+    torch_build = torch_version.partition("+")[2] or "PyPI's default"
+    vision_build = vision_version.partition("+")[2] or "PyPI's default"
+    hint = (
+        f"torchvision {vision_version} is the right release but another build ({vision_build}) than torch "
+        f"{torch_version} ({torch_build}): reinstall both from one index"
+    )
+    if torch_build != "PyPI's default":
+        hint += (
+            f", e.g. pip install torch torchvision --index-url https://download.pytorch.org/whl/{torch_build}"
+        )
+    return hint
 
 
 def _cpu_lines(facts: dict[str, Any]) -> list[CheckLine]:

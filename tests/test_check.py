@@ -95,3 +95,11 @@ def test_cudnn_versions_of_both_numbering_schemes() -> None:
     assert cudnn_version_text(90100) == "9.1.0"
     assert cudnn_version_text(92400) == "9.24.0"
     assert cudnn_version_text(8902) == "8.9.2"
+
+
+def test_a_torchvision_of_the_right_release_but_another_build_is_named_as_such() -> None:
+    from bench.check import build_mismatch_hint
+
+    hint = build_mismatch_hint("2.13.0+cpu", "0.28.0")
+    assert "right release but another build" in hint and "whl/cpu" in hint
+    assert "PyPI's default" in build_mismatch_hint("2.14.1", "0.29.1+cu130")
