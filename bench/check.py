@@ -142,6 +142,8 @@ def build_mismatch_hint(torch_version: str, vision_version: str) -> str:
     """The right release of torchvision, but built for another flavour of torch (CPU vs CUDA)."""
     torch_build = torch_version.partition("+")[2] or "PyPI's default"
     vision_build = vision_version.partition("+")[2] or "PyPI's default"
+    if torch_build == vision_build:
+        return "release and build match, yet it fails: reinstall both (pip install --force-reinstall torch torchvision)"
     hint = (
         f"torchvision {vision_version} is the right release but another build ({vision_build}) than torch "
         f"{torch_version} ({torch_build}): reinstall both from one index"
