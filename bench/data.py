@@ -322,8 +322,7 @@ class ResidentBatches:
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled batches; the last one is ragged when the size does not divide."""
         order = torch.randperm(len(self.labels), device=self.device, generator=self.generator)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
+        for index in order.split(batch_size):  # one op for all batches' indices
             # index_select: several times faster than advanced indexing for a batch of rows
             yield self.inputs.index_select(0, index), self.labels.index_select(0, index)
 

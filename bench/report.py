@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,12 +91,17 @@ def data_share(case: CaseResult) -> float | None:
 def epoch_vs_steps(
     case: CaseResult, cases: dict[tuple[str, str, int, str | None], CaseResult]
 ) -> float | None:
-    """Epoch time over the time of as many `train_step`s (one per batch) measured in this run."""
+    """Epoch time over the time of as many `train_step`s (one per batch) measured in this run.
+
+    The steps enter with their mean, not their median: an epoch's time is a sum that includes every
+    stall of the machine, and so is a mean; a median of short rounds leaves stalls out (on a shared
+    2-core VM that alone moved this ratio by 10-20%).
+    """
     step = cases.get(("train_step", case.device, case.batch_size, None))
     steps = case.details.get("batches_per_epoch")
-    if not case.ok or step is None or not step.ok or not steps or not step.median_s or not case.median_s:
+    if not case.ok or step is None or not step.ok or not steps or not step.samples_s or not case.median_s:
         return None
-    return case.median_s / (steps * step.median_s)
+    return case.median_s / (steps * statistics.fmean(step.samples_s))
 
 
 def time_to_target(case: CaseResult) -> tuple[int | None, float | None]:
@@ -408,8 +414,9 @@ def summary_markdown(run: Run) -> str:
         parts += [
             "## Epochs (one full pass over the training set)",
             "",
-            "`data share`: time the loop spent waiting for the next batch. `vs train_steps`: epoch time "
-            "over the time of the same number of `train_step`s measured in this run (1.00x = no overhead).",
+            "`data share`: time the loop spent waiting for the loader's next batch. `vs train_steps`: epoch "
+            "time over the time of one `train_step` per batch (their mean) measured in this run "
+            "(1.00x = the data path costs nothing).",
             "",
             epochs,
             "",

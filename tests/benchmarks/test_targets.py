@@ -55,7 +55,7 @@ def test_resident_epoch_costs_little_more_than_its_train_steps(tmp_path: Path) -
     out = tmp_path / "run"
     result = run_cli(
         "run", "--devices", "cpu", "--workloads", "train_step,epoch", "--loaders", "resident",
-        "--batch-sizes", "64", "--epoch-repeats", "3", "--passes", "3", "--max-time", "3",
+        "--batch-sizes", "64", "--epoch-repeats", "5", "--passes", "5", "--max-time", "5",
         "--dataset", "fashion-mnist", "--data-dir", str(FASHION_DIR), "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.output
