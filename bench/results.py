@@ -147,12 +147,8 @@ class CaseResult:
     ) -> CaseResult:
         """An `ok` case from raw samples: median, IQR, spread and throughput derived here, once."""
         summary = summarize(samples_s)
-        memory_fields = asdict(memory) if memory is not None else {}
         return cls(
-            workload=key.workload,
-            device=key.device,
-            batch_size=key.batch_size,
-            loader=key.loader,
+            **asdict(key),
             status="ok",
             samples_per_s=samples_per_call / summary.median if summary.median > 0 else None,
             median_s=summary.median,
@@ -161,23 +157,13 @@ class CaseResult:
             n=summary.n,
             samples_s=list(samples_s),
             samples_per_call=samples_per_call,
-            **memory_fields,
+            **(asdict(memory) if memory is not None else {}),
             **extra,
         )
 
     @classmethod
-    def failed(cls, key: CaseKey, status: str, error: str, memory: Any = None, **extra: Any) -> CaseResult:
-        memory_fields = asdict(memory) if memory is not None else {}
-        return cls(
-            workload=key.workload,
-            device=key.device,
-            batch_size=key.batch_size,
-            loader=key.loader,
-            status=status,
-            error=error,
-            **memory_fields,
-            **extra,
-        )
+    def failed(cls, key: CaseKey, status: str, error: str, **extra: Any) -> CaseResult:
+        return cls(**asdict(key), status=status, error=error, **extra)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaseResult:
