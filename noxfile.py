@@ -24,7 +24,12 @@ ROOT = Path(__file__).resolve().parent
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["tests"]
 
-TORCH_SETTINGS = ("BENCH_TORCH_INDEX_BASE", "BENCH_CUDA_FLAVOUR", "BENCH_TORCH_VERSION")
+TORCH_SETTINGS = (
+    "BENCH_TORCH_INDEX_BASE",
+    "BENCH_CUDA_FLAVOUR",
+    "BENCH_TORCH_VERSION",
+    "BENCH_TORCHVISION_VERSION",
+)
 
 
 def torch_settings() -> dict[str, str]:
@@ -42,10 +47,21 @@ def torch_settings() -> dict[str, str]:
 
 
 def torch_install_args(flavour: str, version: str | None = None) -> list[str]:
-    """pip arguments installing torch and torchvision of `flavour` (`cpu` or a `cuXXX`)."""
+    """pip arguments installing torch and torchvision of `flavour` (`cpu` or a `cuXXX`).
+
+    With the `.env` pins both releases are pinned; with another torch `version` (bench_torch),
+    torchvision is left to pip, which picks the release that declares that torch.
+    """
     settings = torch_settings()
-    version = settings.get("BENCH_TORCH_VERSION", "") if version is None else version
-    args = [f"torch=={version}" if version else "torch", "torchvision"]
+    if version is None:
+        version = settings.get("BENCH_TORCH_VERSION", "")
+        vision = settings.get("BENCH_TORCHVISION_VERSION", "")
+    else:
+        vision = ""
+    args = [
+        f"torch=={version}" if version else "torch",
+        f"torchvision=={vision}" if vision else "torchvision",
+    ]
     base = settings.get("BENCH_TORCH_INDEX_BASE", "").rstrip("/")
     if base:
         args += ["--extra-index-url", f"{base}/{flavour}"]

@@ -135,6 +135,17 @@ def _torchvision_lines(facts: dict[str, Any]) -> list[CheckLine]:
                 f"if anything torchvision does fails: {pair_hint}",
             )
         ]
+    torch_build, vision_build = torch_version.partition("+")[2], version.partition("+")[2]
+    if torch_build and vision_build and torch_build != vision_build:
+        return [
+            CheckLine(
+                "torchvision",
+                WARN,
+                f"{version} is built for {vision_build} but torch {torch_version} for {torch_build}; its "
+                "compiled ops may fail on a GPU",
+                build_mismatch_hint(torch_version, version),
+            )
+        ]
     return [CheckLine("torchvision", PASS, f"{version} (pairs with torch {torch_version})")]
 
 

@@ -357,7 +357,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             hint="copy the run folder somewhere writable and report that copy",
         ) from None
     print(console_summary(run))
-    print(f"\nWrote {folder / 'summary.md'} and {folder / 'results.csv'}")
+    written = ["summary.md", "results.csv", *run.options.get("plots", [])]
+    print(f"\nWrote {', '.join(str(folder / name) for name in written)}")
     return EXIT_OK
 
 

@@ -129,6 +129,8 @@ def _lookup(env: dict[str, Any], path: tuple[str, ...]) -> Any:
 def environment_differences(a: Run, b: Run) -> list[str]:
     """What differs between the two runs' machines, builds, data or settings, one line each."""
     lines = []
+    if a.run_id == b.run_id and a.created == b.created:
+        lines.append(f"A and B are the same run ({a.run_id}): every change below is zero by construction")
     for label, path in ENV_FACTS:
         left, right = _lookup(a.env, path), _lookup(b.env, path)
         if left != right:

@@ -156,6 +156,7 @@ def _download(root: Path, name: str, allowed: bool) -> dict[str, Path]:
         root.mkdir(parents=True, exist_ok=True)
         dataset_class(str(root), train=True, download=True)
     except Exception as error:  # torchvision raises RuntimeError/URLError/OSError by mirror
+        _remove_empty(root / TORCHVISION_FOLDER[name])
         detail = " ".join(str(error).split())
         failure = DatasetError(f"{missing}, and the download failed: {detail}", hint=alternatives)
         last_reason = detail.rsplit("got:", 1)[-1].strip()
@@ -165,6 +166,15 @@ def _download(root: Path, name: str, allowed: bool) -> dict[str, Path]:
     if files is None:
         raise DatasetError(f"{missing}: the download finished but the files are not there", hint=alternatives)
     return files
+
+
+def _remove_empty(folder: Path) -> None:
+    """Removes the empty folders a failed download leaves in the user's data folder."""
+    for path in (folder / "raw", folder):
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 def identify(train_labels: torch.Tensor) -> str | None:

@@ -25,7 +25,7 @@ def require_matplotlib() -> None:
     except ImportError:
         raise UsageError(
             "--plot needs matplotlib, which is not installed",
-            hint="pip install 'torch-bench[plot]' (or pip install matplotlib)",
+            hint="install it where bench runs: pip install matplotlib (in a checkout: pip install -e '.[plot]')",
         ) from None
 
 
@@ -101,14 +101,16 @@ def draw_plots(run: Run, folder: Path) -> list[Path]:
                 label=line,
             )
         axis.set_title(label)
+        if not by_line:
+            axis.text(0.5, 0.5, "no GPU in this run", ha="center", va="center", transform=axis.transAxes)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            continue
         axis.set_xscale("log", base=2)
         axis.set_xlabel("batch size")
         axis.set_ylabel("MiB")
         axis.grid(True, alpha=0.3)
-        if by_line:
-            axis.legend(fontsize=6)
-        else:
-            axis.text(0.5, 0.5, "no device in this run", ha="center", va="center", transform=axis.transAxes)
+        axis.legend(fontsize=6)
     figure.suptitle(f"Memory · {title}")
     figure.tight_layout()
     memory = folder / MEMORY_PNG

@@ -303,6 +303,14 @@ def load_run(target: str | os.PathLike[str]) -> Run:
     path = resolve_results_path(target)
     hint = "give a run folder made by `bench run`, or the results.json inside it"
     if not path.exists():
+        runs = (
+            sorted(p.parent.name for p in path.parent.glob(f"*/{RESULTS_FILE}"))
+            if path.parent.is_dir()
+            else []
+        )
+        if runs:
+            shown = ", ".join(runs[:5]) + (", ..." if len(runs) > 5 else "")
+            hint = f"{path.parent} holds run folders, not a run: give one of them ({shown})"
         raise ResultsFileError(f"no results file at {path}", hint=hint)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -97,6 +97,22 @@ def test_cudnn_versions_of_both_numbering_schemes() -> None:
     assert cudnn_version_text(8902) == "8.9.2"
 
 
+def test_torchvision_built_for_another_cuda_is_a_warning() -> None:
+    """Seen in the Docker build: torch 2.14.1+cu130 with torchvision 0.29.2+cu132."""
+    from bench import env as envmod
+    from bench.check import _torchvision_lines
+
+    facts = {
+        "torch": {"version": "2.14.1+cu130"},
+        "torchvision": {"available": True, "version": "0.29.2+cu132"},
+    }
+    (line,) = _torchvision_lines(facts)
+    assert line.verdict == "WARN" and "cu132" in line.detail and "cu130" in line.detail
+    facts["torchvision"]["version"] = "0.29.1+cu130"
+    assert _torchvision_lines(facts)[0].verdict == "PASS"
+    assert envmod.expected_torchvision("2.14.1+cu130") == "0.29"
+
+
 def test_a_torchvision_of_the_right_release_but_another_build_is_named_as_such() -> None:
     from bench.check import build_mismatch_hint
 

@@ -116,6 +116,14 @@ def test_differing_builds_are_warned_about(two_runs: tuple[Path, Path], tmp_path
     assert (tmp_path / "cmp.md").read_text().startswith("# Comparison")
 
 
+def test_a_run_against_itself_and_a_folder_of_runs_are_explained(two_runs: tuple[Path, Path]) -> None:
+    same = run_cli("compare", str(two_runs[0]), str(two_runs[0]))
+    assert same.returncode == 0 and "are the same run" in same.stdout
+    parent = run_cli("compare", str(two_runs[0].parent), str(two_runs[1]))
+    assert parent.returncode == 2
+    assert "holds run folders, not a run" in parent.stderr and two_runs[0].name in parent.stderr
+
+
 def test_compare_refuses_files_that_are_not_results(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
     truncated = tmp_path / "t"
     truncated.mkdir()

@@ -70,6 +70,7 @@ def test_mnist_download_is_attempted_and_its_failure_is_clear(tmp_path: Path) ->
         text = str(error)
         assert "the download failed" in text
         assert "t10k-labels-idx1-ubyte[.gz]" in text and "--dataset synthetic" in text
+        assert not (tmp_path / "MNIST").exists(), "a failed download must not leave empty folders behind"
     else:
         assert dataset.info.name == "mnist" and dataset.train_images.shape == (60000, 28, 28)
 
