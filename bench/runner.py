@@ -222,6 +222,8 @@ class Sweep:
                 monitor.reading,
                 pass_medians=[summarize(samples).median],
                 details={
+                    "pass_index": [item.pass_index],  # lists grow as passes merge: one entry per pass
+                    "pass_rounds": [len(samples)],  # splits samples_s back into its passes
                     "calls_per_round": stats.iterations,
                     "rounds": len(stats.stats.data),
                     "timer": getattr(stats.options.get("timer"), "__name__", str(stats.options.get("timer"))),
@@ -244,6 +246,7 @@ class Sweep:
                 per_epoch,
                 monitor.reading,
                 details={
+                    "pass_index": [item.pass_index] * len(timings),  # one entry per epoch
                     "data_seconds": [t.data_seconds for t in timings],
                     "samples_per_epoch": per_epoch,
                     "batches_per_epoch": timings[0].batches,

@@ -34,8 +34,11 @@ def test_the_kernel_peak_mark_resets(tmp_path: Path) -> None:
     assert peak_with_block is not None and peak_with_block >= before + 60 * MIB
     del block
     assert reset_peak_rss()
-    # the mark now equals the RSS of this moment (whatever the allocator kept), not the earlier peak
-    assert abs(kernel_peak_rss() - psutil.Process().memory_info().rss) < 4 * MIB
+    # the mark now starts from the RSS of this moment: the freed block's peak is forgotten, and the
+    # mark is not below what is resident (the kernel's RSS counters may lag by a few pages per thread)
+    mark, resident = kernel_peak_rss(), psutil.Process().memory_info().rss
+    assert mark is not None and mark < peak_with_block - 32 * MIB, (mark, peak_with_block)
+    assert mark >= resident - 4 * MIB, (mark, resident)
     (tmp_path / "status").write_text("Name:\tx\nVmHWM:\t  2048 kB\n")
     assert kernel_peak_rss(tmp_path) == 2048 * 1024
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import shutil
 import statistics
 from pathlib import Path
@@ -62,7 +63,15 @@ def test_derived_values_come_from_the_raw_samples(small_run: Path) -> None:
     step = cases[("train_step", "cpu", 32, None)]
     ratio = epoch_vs_steps(epoch, cases)
     assert epoch.details["batches_per_epoch"] == 32  # 1,000 images: 31 full batches and a ragged one
-    assert ratio == pytest.approx(epoch.median_s / (32 * statistics.fmean(step.samples_s)))
+    # each epoch against the train_steps of its own pass (samples_s split by the rounds of each pass)
+    assert step.details["pass_index"] == [0, 1, 2] and epoch.details["pass_index"] == [0, 1]
+    bounds = list(itertools.accumulate(step.details["pass_rounds"], initial=0))
+    assert bounds[-1] == len(step.samples_s)
+    pass_means = [statistics.fmean(step.samples_s[a:b]) for a, b in itertools.pairwise(bounds)]
+    expected = statistics.median(
+        e / (32 * pass_means[p]) for e, p in zip(epoch.samples_s, [0, 1], strict=True)
+    )
+    assert ratio == pytest.approx(expected)
     train = cases[("train", "cpu", 32, "resident")]
     epochs, seconds = time_to_target(train)
     if epochs is not None:
