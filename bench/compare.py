@@ -4,8 +4,9 @@ The test is Welch's t on log times over independent units (`CaseResult.independe
 median per pass for step cases, one value per epoch otherwise), giving an interval for B/A. The
 intervals hold jointly at 95% (Bonferroni over the compared cases), so comparing forty cases does
 not produce two false alarms by chance. A case is called slower or faster only when its interval
-excludes 1 *and* the change exceeds a floor: `MIN_EFFECT`, or the runs' own noise level (the
-median spread IQR/median of their cells) when that is larger. On a shared machine whose speed drifts by tens of
+excludes 1 *and* the ratio lies beyond a floor either way (B/A above 1 + floor or below
+1 / (1 + floor), so halving and doubling weigh the same): `MIN_EFFECT`, or the runs' own noise level
+(the median spread IQR/median of their cells) when that is larger. On a shared machine whose speed drifts by tens of
 percent from one minute to the next, no within-run statistic sees the drift between two runs; the
 floor keeps such drift from being reported as a change, and the report prints the floor it used.
 Rounds timed back to back inside one pass are not independent either, hence the single-pass warning.
@@ -99,6 +100,11 @@ def noise_level(run: Run) -> float | None:
     return statistics.median(spreads) if spreads else None
 
 
+def beyond_floor(ratio: float, floor: float) -> bool:
+    """Whether B/A is a change larger than `floor` in either direction, measured as a factor."""
+    return ratio > 1 + floor or ratio < 1 / (1 + floor)
+
+
 def _judge(
     key: CaseKey, a: CaseResult | None, b: CaseResult | None, min_effect: float, confidence: float
 ) -> ComparisonRow:
@@ -112,7 +118,7 @@ def _judge(
     if not estimate.testable:
         return ComparisonRow(key, a, b, estimate, "one sample: cannot tell")
     verdict = SAME
-    if estimate.significant and abs(estimate.ratio - 1) > min_effect:
+    if estimate.significant and beyond_floor(estimate.ratio, min_effect):
         verdict = SLOWER if estimate.ratio > 1 else FASTER
     return ComparisonRow(key, a, b, estimate, verdict)
 
@@ -166,8 +172,9 @@ def comparison_markdown(comparison: Comparison) -> str:
     ]
     noise_a, noise_b = comparison.noise
     parts += [
-        f"Noise level (median spread of the cells): A {_percent(noise_a)}, B {_percent(noise_b)}; changes "
-        f"under {comparison.min_effect:.1%} (5%, or the larger noise level) are not called.",
+        f"Noise level (median spread of the cells): A {_percent(noise_a)}, B {_percent(noise_b)}; time B/A "
+        f"between {1 / (1 + comparison.min_effect):.3f} and {1 + comparison.min_effect:.3f} (a floor of "
+        f"{comparison.min_effect:.1%}: 5%, or the larger noise level, either way) is not called a change.",
         "",
     ]
     if comparison.warnings:
@@ -205,8 +212,8 @@ def comparison_markdown(comparison: Comparison) -> str:
         f"{counts[SLOWER]} slower, {counts[FASTER]} faster, {counts[SAME]} without significant change. "
         "time B/A > 1 means B is slower (ratio of geometric means over passes or epochs). Intervals: "
         f"Welch's t on log times, {comparison.case_confidence:.2%} each so that all hold together at "
-        f"{FAMILY_CONFIDENCE:.0%}. A verdict needs the interval to exclude 1 and a change above "
-        f"{comparison.min_effect:.1%}.",
+        f"{FAMILY_CONFIDENCE:.0%}. A verdict needs the interval to exclude 1 and B/A outside "
+        f"{1 / (1 + comparison.min_effect):.3f}–{1 + comparison.min_effect:.3f}.",
     ]
     return "\n".join(parts)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import FASTER, SAME, SLOWER, compare_runs, comparison_markdown
+from bench.compare import FASTER, SAME, SLOWER, beyond_floor, compare_runs, comparison_markdown
 from bench.results import RESULTS_FILE, load_run
 from tests.conftest import ROOT, run_cli
 
@@ -136,3 +136,12 @@ def test_compare_refuses_files_that_are_not_results(two_runs: tuple[Path, Path],
         "compare", str(two_runs[0]), str(two_runs[1]), "--out", str(truncated / RESULTS_FILE / "x.md")
     )
     assert blocked.returncode == 2 and "cannot write" in blocked.stderr
+
+
+def test_the_floor_weighs_halving_and_doubling_alike() -> None:
+    # a noise floor of 90%: B/A must leave 1/1.9..1.9 to be called, in either direction
+    assert beyond_floor(5.0, 0.9) and beyond_floor(0.2, 0.9)
+    assert not beyond_floor(1.5, 0.9) and not beyond_floor(1 / 1.5, 0.9)
+    for ratio in (0.3, 0.52, 0.6, 1.04, 1.06, 1.8, 2.0, 3.3):
+        assert beyond_floor(ratio, 0.9) == beyond_floor(1 / ratio, 0.9)
+        assert beyond_floor(ratio, 0.05) == beyond_floor(1 / ratio, 0.05)
