@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -13,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def noxfile(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    pytest.importorskip("nox")
+def noxfile(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    registry = pytest.importorskip("nox.registry")
+    registry.reset()  # each test loads the noxfile afresh; nox warns (later: refuses) on a session registered twice
     for key in (
         "BENCH_TORCH_INDEX_BASE",
         "BENCH_CUDA_FLAVOUR",
@@ -26,7 +28,8 @@ def noxfile(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    yield module
+    registry.reset()
 
 
 def test_env_file_defaults_reach_the_pip_arguments(noxfile: ModuleType) -> None:
