@@ -96,34 +96,49 @@ def epoch_vs_steps(
     The steps enter with their mean, not their median: an epoch's time is a sum that includes every
     stall of the machine, and so is a mean; a median of short rounds leaves stalls out (on a shared
     2-core VM that alone moved this ratio by 10-20%). Where both cases record their passes, each
-    epoch is set against the steps of its own pass and the median of those ratios is returned, so a
-    slow stretch of the machine that hits one pass does not decide the ratio.
+    epoch is set against the steps of its own pass and the median of those per-epoch ratios is
+    returned, so a slow stretch of the machine that hits one pass does not decide the ratio; results
+    without pass records (older files) get the epochs' median over the mean of all the steps.
     """
     step = cases.get(("train_step", case.device, case.batch_size, None))
     steps = case.details.get("batches_per_epoch")
     if not case.ok or step is None or not step.ok or not steps or not step.samples_s or not case.median_s:
         return None
-    paired = _paired_ratios(case, step, steps)
+    paired = paired_epoch_ratios(case, step, steps)
     if paired:
         return statistics.median(paired)
     return case.median_s / (steps * statistics.fmean(step.samples_s))
 
 
-def _paired_ratios(epoch: CaseResult, step: CaseResult, steps: int) -> list[float]:
-    """Per epoch: its seconds over `steps` times the train_step mean of the same pass."""
-    step_means: dict[int, float] = {}
-    start = 0
-    for index, rounds in zip(
-        step.details.get("pass_index", []), step.details.get("pass_rounds", []), strict=False
+def _int_list(value: Any) -> list[int] | None:
+    if isinstance(value, list) and all(
+        isinstance(item, int) and not isinstance(item, bool) for item in value
     ):
-        if rounds:
-            step_means[index] = statistics.fmean(step.samples_s[start : start + rounds])
-        start += rounds
-    if start != len(step.samples_s):
-        return []  # passes that do not add up to the samples: no pairing
-    epoch_passes = epoch.details.get("pass_index", [])
+        return value
+    return None
+
+
+def paired_epoch_ratios(epoch: CaseResult, step: CaseResult, steps: int) -> list[float]:
+    """Per epoch: its seconds over `steps` times the train_step mean of the same pass.
+
+    Empty when the two cases do not both carry consistent pass records (`pass_index`, and for the
+    steps `pass_rounds`, which splits `samples_s` back into its passes).
+    """
+    step_passes = _int_list(step.details.get("pass_index"))
+    rounds = _int_list(step.details.get("pass_rounds"))
+    epoch_passes = _int_list(epoch.details.get("pass_index"))
+    if step_passes is None or rounds is None or epoch_passes is None:
+        return []
+    if len(step_passes) != len(rounds) or sum(rounds) != len(step.samples_s):
+        return []
     if len(epoch_passes) != len(epoch.samples_s):
         return []
+    step_means: dict[int, float] = {}
+    start = 0
+    for index, count in zip(step_passes, rounds, strict=True):
+        if count > 0:
+            step_means[index] = statistics.fmean(step.samples_s[start : start + count])
+        start += count
     return [
         seconds / (steps * step_means[index])
         for index, seconds in zip(epoch_passes, epoch.samples_s, strict=True)
@@ -442,8 +457,8 @@ def summary_markdown(run: Run) -> str:
             "## Epochs (one full pass over the training set)",
             "",
             "`data share`: time the loop spent waiting for the loader's next batch. `vs train_steps`: epoch "
-            "time over the time of one `train_step` per batch (their mean), measured in the same pass of "
-            "this run; the median over passes (1.00x = the data path costs nothing).",
+            "time over the time of one `train_step` per batch (their mean) measured in the same pass of "
+            "this run, the median over the epochs (1.00x = the data path costs nothing).",
             "",
             epochs,
             "",

@@ -7,6 +7,7 @@ import io
 import itertools
 import shutil
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from bench.report import (
     fmt_rate,
     fmt_seconds,
     index_cases,
+    paired_epoch_ratios,
     summary_markdown,
     time_to_target,
 )
@@ -77,6 +79,33 @@ def test_derived_values_come_from_the_raw_samples(small_run: Path) -> None:
     if epochs is not None:
         assert train.test_accuracy[epochs - 1] >= train.details["target_accuracy"]
         assert seconds == pytest.approx(sum(train.samples_s[:epochs]))
+
+
+def test_epoch_ratio_pairs_what_it_can_and_falls_back_otherwise(small_run: Path) -> None:
+    cases = index_cases(load_run(small_run))
+    epoch, step = cases[("epoch", "cpu", 32, "resident")], cases[("train_step", "cpu", 32, None)]
+    unpaired = epoch.median_s / (32 * statistics.fmean(step.samples_s))
+    assert len(paired_epoch_ratios(epoch, step, 32)) == 2
+    # the step's second pass failed (merged_with keeps only what was measured): pass 0 alone pairs
+    rounds = step.details["pass_rounds"]
+    kept = [0, 2]
+    only = replace(
+        step,
+        samples_s=step.samples_s[: rounds[0]] + step.samples_s[rounds[0] + rounds[1] :],
+        details={**step.details, "pass_index": kept, "pass_rounds": [rounds[0], rounds[2]]},
+    )
+    pairs = paired_epoch_ratios(epoch, only, 32)
+    assert pairs == [pytest.approx(epoch.samples_s[0] / (32 * statistics.fmean(step.samples_s[: rounds[0]])))]
+    # results written before passes were recorded, or hand-edited nonsense: the unpaired ratio
+    for details in (
+        {},
+        {"pass_index": [0, 1, 2], "pass_rounds": ["x", 1, 1]},
+        {"pass_index": [0], "pass_rounds": [1]},
+    ):
+        old_step = replace(step, details={**step.details, **details} if details else {})
+        assert paired_epoch_ratios(epoch, old_step, 32) == []
+        with_old = {**cases, ("train_step", "cpu", 32, None): old_step}
+        assert epoch_vs_steps(epoch, with_old) == pytest.approx(unpaired)
 
 
 def test_csv_is_one_row_per_case_in_raw_units(small_run: Path) -> None:
