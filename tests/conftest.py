@@ -80,6 +80,14 @@ class CliResult:
         return self.stdout + self.stderr
 
 
+def shadow_package(folder: Path, name: str, body: str) -> dict[str, str]:
+    """A fake package `name` (its `__init__.py` is `body`) and the environment that imports it first."""
+    package = folder / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(body)
+    return {"PYTHONPATH": f"{folder}{os.pathsep}{ROOT}"}
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
 ) -> CliResult:

@@ -9,7 +9,7 @@ import torch
 
 from bench.check import FAIL, PASS, run_check
 from bench.report import check_table
-from tests.conftest import requires_no_cuda, run_cli
+from tests.conftest import requires_no_cuda, run_cli, shadow_package
 
 
 def test_check_passes_here_and_runs_real_computations() -> None:
@@ -53,19 +53,14 @@ def test_missing_gpu_is_not_available_not_a_failure() -> None:
     assert lines["nvidia driver"].detail.startswith("not available: ")
 
 
-def _shadow_torchvision(folder: Path, body: str) -> dict[str, str]:
-    package = folder / "torchvision"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text(body)
-    return {"PYTHONPATH": str(folder)}
-
-
 def test_mismatched_torchvision_fails_with_a_hint(tmp_path: Path) -> None:
     """A torchvision that dies on import the way a mismatched build does (the error seen on these machines)."""
-    env = _shadow_torchvision(
-        tmp_path, 'raise RuntimeError("operator torchvision::nms does not exist")\n__version__ = "0.0"\n'
+    env = shadow_package(
+        tmp_path,
+        "torchvision",
+        'raise RuntimeError("operator torchvision::nms does not exist")\n__version__ = "0.0"\n',
     )
-    result = run_cli("check", env={**env, "PYTHONPATH": f"{tmp_path}:{Path(__file__).parent.parent}"})
+    result = run_cli("check", env=env)
     assert result.returncode == 1, result.output
     assert "operator torchvision::nms does not exist" in result.stdout
     assert "reinstall" in result.stdout  # the hint says what to do
@@ -79,10 +74,7 @@ def test_torchvision_without_compiled_ops_fails_the_ops_check(tmp_path: Path) ->
         "def _nms(*args, **kwargs):\n    raise RuntimeError('operator torchvision::nms does not exist')\n"
         "ops = types.SimpleNamespace(nms=_nms)\n"
     )
-    env = _shadow_torchvision(tmp_path, body)
-    result = run_cli(
-        "check", "--json", env={**env, "PYTHONPATH": f"{tmp_path}:{Path(__file__).parent.parent}"}
-    )
+    result = run_cli("check", "--json", env=shadow_package(tmp_path, "torchvision", body))
     assert result.returncode == 1
     lines = {line["name"]: line for line in json.loads(result.stdout)["lines"]}
     assert lines["torchvision ops cpu"]["verdict"] == FAIL

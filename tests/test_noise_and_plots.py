@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.results import load_run
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, shadow_package
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -51,13 +51,10 @@ def test_report_plot_draws_pngs_and_links_them(small_run: Path, tmp_path: Path) 
 
 
 def test_plot_without_matplotlib_fails_before_measuring(tmp_path: Path) -> None:
-    fake = tmp_path / "fake" / "matplotlib"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+    env = shadow_package(tmp_path / "fake", "matplotlib", "raise ImportError('No module named matplotlib')\n")
     out = tmp_path / "run"
     result = run_cli(
-        "run", "--quick", "--plot", "--dataset", "synthetic", "--out", str(out),
-        env={"PYTHONPATH": f"{tmp_path / 'fake'}:{ROOT}"},
+        "run", "--quick", "--plot", "--dataset", "synthetic", "--out", str(out), env=env,
     )  # fmt: skip
     assert result.returncode == 2
     assert "--plot needs matplotlib" in result.stderr and "pip install matplotlib" in result.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from bench.results import load_run
 from bench.runner import Item, Options, epochs_in_pass, plan, schedule
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, shadow_package
 
 FAST = ("--devices", "cpu", "--passes", "1", "--max-time", "0.05", "--dataset", "synthetic")
 
@@ -61,9 +61,7 @@ def test_a_batch_too_large_to_allocate_is_oom_and_the_sweep_goes_on(tmp_path: Pa
 
 def test_an_error_in_one_case_is_recorded_and_the_rest_still_run(tmp_path: Path) -> None:
     """A torchvision without `datasets` breaks the chapter's loader only; the resident loader still runs."""
-    fake = tmp_path / "fake" / "torchvision"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("__version__ = '0.29.1'\n")
+    env = shadow_package(tmp_path / "fake", "torchvision", "__version__ = '0.29.1'\n")
     out = tmp_path / "run"
     result = run_cli(
         "run",
@@ -78,7 +76,7 @@ def test_an_error_in_one_case_is_recorded_and_the_rest_still_run(tmp_path: Path)
         str(tmp_path / "data"),
         "--out",
         str(out),
-        env={"PYTHONPATH": f"{tmp_path / 'fake'}{os.pathsep}{ROOT}"},
+        env=env,
     )
     assert result.returncode == 1, result.output  # an `error` case makes the run exit 1
     run = load_run(out)
