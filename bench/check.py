@@ -7,18 +7,31 @@ fact; SKIP is a check that does not apply here (e.g. CUDA on a CPU-only machine,
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
 from bench import env as envmod
+from bench.errors import one_line
 
 PASS, FAIL, WARN, INFO, SKIP = "PASS", "FAIL", "WARN", "INFO", "SKIP"
 MATMUL_SIZE = 512
 FP32_BOUND = 1e-5  # relative Frobenius error of a 512x512 float32 matmul against float64: ~1e-7 typical
 TF32_BOUND = 5e-3  # with TF32 or reduced-precision matmul allowed: ~5e-4 typical
+# The oldest Linux driver each CUDA release's toolkit documents (CUDA Toolkit release notes, "CUDA Toolkit
+# and Corresponding Driver Versions", GA releases, Linux x86_64).
+CUDA_DRIVER_MINIMUM = {
+    "11.8": "520.61.05",
+    "12.1": "530.30.02",
+    "12.4": "550.54.14",
+    "12.6": "560.28.03",
+    "12.8": "570.26",
+    "12.9": "575.51.03",
+    "13.0": "580.65.06",
+}
+NVML_ERROR_NO_PERMISSION = 4  # nvidia-ml-py's pynvml.NVML_ERROR_NO_PERMISSION
 CUDA_WHEEL_HINT = (
     "install a CUDA build: pip install torch torchvision --extra-index-url https://download.pytorch.org/whl/cu128 "
     "(pick the cuXXX your driver supports)"
@@ -56,6 +69,7 @@ def run_check(require: tuple[str, ...] = (), env: dict[str, Any] | None = None) 
     lines: list[CheckLine] = []
     lines += _python_lines(facts)
     lines += _torch_lines(facts)
+    lines += _flavour_lines(facts)
     lines += _torchvision_lines(facts)
     lines += _cpu_lines(facts)
     cuda_lines, cuda_devices = _cuda_lines(facts, require_cuda="cuda" in require)
@@ -216,16 +230,20 @@ def _cuda_lines(facts: dict[str, Any], require_cuda: bool) -> tuple[list[CheckLi
     cuda, nvml = facts["cuda"], facts["nvml"]
     lines: list[CheckLine] = []
     if nvml.get("available"):
+        failed = {entry["index"] for entry in nvml.get("failed_devices", [])}
+        failed_text = f", {len(failed)} of them unreadable" if failed else ""
         lines.append(
             CheckLine(
                 "nvidia driver",
                 PASS,
                 f"{nvml['driver_version']} (supports CUDA {nvml.get('driver_cuda_version') or '?'}), "
-                f"{nvml['device_count']} GPU(s) via NVML",
+                f"{nvml['device_count']} GPU(s) via NVML{failed_text}",
             )
         )
     else:
         lines.append(CheckLine("nvidia driver", SKIP, f"not available: {nvml['reason']}"))
+    lines += _nvml_fault_lines(cuda, nvml, require_cuda)
+    lines += _driver_build_lines(cuda, nvml)
     if not cuda.get("available"):
         reason = cuda.get("reason", "unknown")
         if require_cuda:
@@ -280,8 +298,10 @@ def _count_line(cuda: dict[str, Any], nvml: dict[str, Any]) -> CheckLine:
     torch_count = cuda["device_count"]
     if not nvml.get("available"):
         return CheckLine("device count", SKIP, f"torch sees {torch_count}; NVML not available to compare")
-    nvml_count = len(nvml.get("cuda_device_uuids", [])) or nvml["device_count"]  # MIG instances count
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if nvml.get("mig_device_uuids"):
+        return _mig_line(cuda, nvml)
+    nvml_count = len(nvml.get("cuda_device_uuids", [])) or nvml["device_count"]
+    visible = cuda.get("visible_devices_env")
     if torch_count == nvml_count:
         return CheckLine("device count", PASS, f"torch and NVML both see {torch_count}")
     if visible is not None and torch_count < nvml_count:
@@ -298,6 +318,204 @@ def _count_line(cuda: dict[str, Any], nvml: dict[str, Any]) -> CheckLine:
     )
 
 
+def _mig_line(cuda: dict[str, Any], nvml: dict[str, Any]) -> CheckLine:
+    """With MIG on, a CUDA process sees one MIG instance, not all: torch's devices are matched by UUID.
+
+    PASS when every torch device is a GPU or MIG instance NVML lists, and every device that should be
+    visible (per CUDA_VISIBLE_DEVICES, see `_expected_visible`) is among them.
+    """
+    mig = nvml["mig_device_uuids"]
+    whole = [key for key in nvml["cuda_device_uuids"] if key not in mig]
+    torch_keys = {f"cuda:{d['index']}": envmod.uuid_key(d.get("uuid")) for d in cuda["devices"]}
+    visible = cuda.get("visible_devices_env")
+    where = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+    if not all(torch_keys.values()):
+        return CheckLine("device count", SKIP, "torch reports no device UUIDs to match NVML's MIG instances")
+    unmatched = [name for name, key in torch_keys.items() if key not in mig and key not in whole]
+    if unmatched:
+        return CheckLine(
+            "device count",
+            FAIL,
+            f"torch's {', '.join(unmatched)} {'matches' if len(unmatched) == 1 else 'match'} no GPU or MIG "
+            f"instance NVML lists{where}",
+            "compare the UUIDs of nvidia-smi -L with CUDA_VISIBLE_DEVICES; in a container, check which "
+            "devices it was given",
+        )
+    seen = set(torch_keys.values())
+    must_see, one_of = _expected_visible(visible, whole, mig)
+    missing = [key for key in must_see if key not in seen]
+    if one_of and not seen & set(one_of):
+        missing.append(one_of[0])
+    if missing:
+        labels = _nvml_labels(nvml)
+        return CheckLine(
+            "device count",
+            FAIL,
+            f"torch does not see {', '.join(labels.get(key, key) for key in missing)}, which should be "
+            f"visible{where}",
+            "a GPU may be in a bad state or unsupported by this build: run nvidia-smi -L and check dmesg",
+        )
+    seen_mig = len(seen & set(mig))
+    whole_text = f" and {len(seen) - seen_mig} of {len(whole)} whole GPU(s)" if whole else ""
+    return CheckLine(
+        "device count",
+        PASS,
+        f"torch sees {seen_mig} of {len(mig)} MIG instances{whole_text}, matched by UUID{where} "
+        "(a CUDA process uses one MIG instance)",
+    )
+
+
+def _expected_visible(visible: str | None, whole: list[str], mig: list[str]) -> tuple[list[str], list[str]]:
+    """What torch must see: whole GPUs that must all be there, and MIG instances of which one must be.
+
+    Unset, CUDA shows every whole GPU. Set, CUDA reads its entries up to the first that names nothing,
+    and UUIDs (or unique prefixes) name devices we can check; indices follow CUDA's own ordering, not
+    NVML's, so they name nothing checkable here. Listed MIG instances: CUDA uses only one of them.
+    """
+    if visible is None:
+        return list(whole), []
+    must_see: list[str] = []
+    one_of: list[str] = []
+    for entry in visible.split(","):
+        entry = entry.strip()
+        if entry.isdigit():
+            continue
+        key = envmod.uuid_key(entry)
+        matches = [candidate for candidate in (*whole, *mig) if key and candidate.startswith(key)]
+        if len(matches) != 1:
+            break
+        (one_of if matches[0] in mig else must_see).append(matches[0])
+    return must_see, one_of
+
+
+def _nvml_labels(nvml: dict[str, Any]) -> dict[str, str]:
+    """How to name an NVML device in a verdict: its index and name, and for a MIG instance its UUID."""
+    labels = {}
+    for device in nvml.get("devices", []):
+        labels[envmod.uuid_key(device["uuid"])] = f"GPU {device['index']} ({device.get('name')})"
+        for uuid in device.get("mig_devices", []):
+            labels[envmod.uuid_key(uuid)] = f"GPU {device['index']} MIG instance {uuid}"
+    return labels
+
+
+def _nvml_fault_lines(cuda: dict[str, Any], nvml: dict[str, Any], require_cuda: bool) -> list[CheckLine]:
+    """GPUs NVML lists but cannot read: each a FAIL, else a lost GPU would pass the check unseen.
+
+    Only a WARN where torch is a CPU-only build and CUDA is not required: nothing here uses the GPU.
+    """
+    uses_gpu = require_cuda or cuda.get("built_with") is not None
+    lines = []
+    for entry in nvml.get("failed_devices", []):
+        where = f"GPU {entry['index']}"
+        if entry.get("mig"):
+            slot = entry.get("mig_index")
+            where = f"{where} MIG slot {slot}" if slot is not None else f"the MIG instances of {where}"
+        detail = f"NVML lists {where} but cannot read it: {entry['error']}"
+        if not uses_gpu:
+            detail += " (this CPU-only torch does not use it)"
+        lines.append(
+            CheckLine(f"nvml gpu {entry['index']}", FAIL if uses_gpu else WARN, detail, _fault_hint(entry))
+        )
+    return lines
+
+
+def _fault_hint(entry: dict[str, Any]) -> str:
+    index = entry["index"]
+    if entry.get("code") == NVML_ERROR_NO_PERMISSION:
+        return (
+            f"this user may not query GPU {index}: check the permissions of /dev/nvidia* (in a container, "
+            f"that the GPU was passed in), run nvidia-smi -i {index}, and check dmesg"
+        )
+    return (
+        f"run nvidia-smi -i {index} and look for Xid errors in dmesg (sudo dmesg | grep -i xid); a lost GPU "
+        f"needs a reset (sudo nvidia-smi -r -i {index}, with nothing running on it) or a reboot"
+    )
+
+
+def _driver_build_lines(cuda: dict[str, Any], nvml: dict[str, Any]) -> list[CheckLine]:
+    """A driver older than torch's CUDA build: a FAIL where there is a GPU, a WARN where there is none.
+
+    Within one CUDA major version a newer build runs on an older driver (minor version compatibility,
+    without JIT of newer PTX), so that is a WARN when torch's CUDA did start here.
+    """
+    built, supported = cuda.get("built_with"), nvml.get("driver_cuda_version")
+    if not built or not supported or not nvml.get("available"):
+        return []
+    if _version(supported) >= _version(built):
+        return []
+    driver = nvml["driver_version"]
+    detail = f"driver {driver} supports CUDA up to {supported}, torch is built with CUDA {built}"
+    minimum = CUDA_DRIVER_MINIMUM.get(built)
+    hint = (
+        f"upgrade the NVIDIA driver (CUDA {built} builds need {minimum} or later, the documented minimum on "
+        f"Linux)"
+        if minimum
+        else "upgrade the NVIDIA driver"
+    )
+    hint += (
+        f", or install a torch built for CUDA {supported} or older: pip install --force-reinstall torch "
+        f"torchvision --index-url https://download.pytorch.org/whl/{envmod.installed_flavour(supported)} (or "
+        "the newest cuXYZ below it that the index has)"
+    )
+    if not nvml.get("device_count"):
+        return [CheckLine("driver vs build", WARN, detail + " (no GPU here to run it)", hint)]
+    same_major = _version(supported)[0] == _version(built)[0]
+    if same_major and cuda.get("available"):
+        detail += "; it runs through CUDA minor version compatibility, without JIT of newer PTX"
+        return [CheckLine("driver vs build", WARN, detail, hint)]
+    return [CheckLine("driver vs build", FAIL, detail, hint)]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+
+
+def _flavour_lines(facts: dict[str, Any]) -> list[CheckLine]:
+    """The build asked for (Nox, the images) against the one installed: PyPI's fallback is another build."""
+    torch_facts, nvml = facts["torch"], facts.get("nvml", {})
+    requested = torch_facts.get("requested_flavour")
+    if not requested or torch_facts.get("available") is False:
+        return []
+    asked, source = requested["flavour"], requested["source"]
+    installed = envmod.installed_flavour(torch_facts.get("cuda"), torch_facts.get("hip"))
+    version = torch_facts.get("version", "?")
+    if asked == installed:
+        return [CheckLine("torch flavour", PASS, f"{installed} as asked ({source}={asked}), torch {version}")]
+    if not re.fullmatch(envmod.FLAVOUR_PATTERN, asked):
+        return [
+            CheckLine(
+                "torch flavour",
+                INFO,
+                f"{source}={asked!r} is no flavour this check knows (cpu, cuXYZ, rocmX.Y); torch {version} "
+                f"is {installed}",
+            )
+        ]
+    hint = f"asked for {asked}, installed {installed}"
+    built = torch_facts.get("cuda")
+    if built and CUDA_DRIVER_MINIMUM.get(built):
+        here = f"; this machine's is {nvml['driver_version']}" if nvml.get("available") else ""
+        hint += f" (CUDA {built} builds need driver {CUDA_DRIVER_MINIMUM[built]} or later on Linux{here})"
+    hint += (
+        f"; to get the requested build: pip install --force-reinstall torch torchvision --index-url "
+        f"https://download.pytorch.org/whl/{asked}"
+    )
+    if source == "BENCH_REQUESTED_TORCH_FLAVOUR":
+        hint += " (and check that BENCH_TORCH_INDEX_BASE is set and reachable)"
+    return [
+        CheckLine(
+            "torch flavour",
+            WARN,
+            f"asked for {asked} ({source}) but torch {version} is a {_flavour_text(installed)} build",
+            hint,
+        )
+    ]
+
+
+def _flavour_text(flavour: str) -> str:
+    cuda = envmod.flavour_cuda(flavour)
+    return f"CUDA {cuda}" if cuda else ("CPU-only" if flavour == "cpu" else flavour)
+
+
 def _functional(name: str, probe: Callable[[], str]) -> CheckLine:
     """Runs one real computation; any exception is a FAIL with its message and a hint."""
     try:
@@ -305,9 +523,11 @@ def _functional(name: str, probe: Callable[[], str]) -> CheckLine:
     except CheckFailure as failure:
         return CheckLine(name, FAIL, failure.detail, failure.hint)
     except Exception as error:
-        message = " ".join(f"{type(error).__name__}: {error}".split())
         return CheckLine(
-            name, FAIL, message[:300], "the device or the install is broken: rerun with --json for facts"
+            name,
+            FAIL,
+            one_line(error, 300),
+            "the device or the install is broken: rerun with --json for facts",
         )
 
 

@@ -8,18 +8,21 @@ Paths to /proc and /sys are parameters so the parsers can be tested on real file
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import re
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from bench.errors import one_line
 
 Facts = dict[str, Any]
 
@@ -72,6 +75,7 @@ def collect_torch() -> Facts:
         "cudnn": cudnn_version,
         "arch_list": torch.cuda.get_arch_list() if torch.version.cuda else [],
         "build": f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only",
+        "requested_flavour": requested_flavour(),
         "num_threads": torch.get_num_threads(),
         "num_interop_threads": torch.get_num_interop_threads(),
         "flags": {
@@ -97,8 +101,7 @@ def collect_torchvision() -> Facts:
     try:
         import torchvision
     except Exception as error:
-        reason = " ".join(f"{type(error).__name__}: {error}".split())
-        return {"available": False, "reason": reason, "installed_version": installed}
+        return {"available": False, "reason": one_line(error), "installed_version": installed}
     return {"available": True, "version": torchvision.__version__, "installed_version": installed}
 
 
@@ -106,6 +109,38 @@ def expected_torchvision(torch_version: str) -> str | None:
     """The torchvision minor series built for a torch 2.x release (2.N pairs with 0.(N+15))."""
     match = re.match(r"2\.(\d+)", torch_version)
     return f"0.{int(match.group(1)) + 15}" if match else None
+
+
+FLAVOUR_VARIABLES = ("BENCH_REQUESTED_TORCH_FLAVOUR", "BENCH_IMAGE_FLAVOUR")  # set by Nox / the images
+FLAVOUR_PATTERN = r"cpu|cu\d{3,}|rocm\d+(\.\d+)*"
+
+
+def requested_flavour(environ: Mapping[str, str] = os.environ) -> Facts | None:
+    """The torch build this environment asked for (`cpu`, `cu128`), as the Nox session or image says.
+
+    pip falls back to PyPI's default build without an error, so only the request tells what was meant.
+    """
+    for name in FLAVOUR_VARIABLES:
+        value = environ.get(name, "").strip().lower()
+        if value:
+            return {"flavour": value, "source": name}
+    return None
+
+
+def installed_flavour(cuda: str | None, hip: str | None = None) -> str:
+    """torch's build as a wheel-index flavour: CUDA "13.0" is cu130, ROCm "6.3.x" rocm6.3, neither cpu."""
+    if cuda:
+        major, minor = [*cuda.split("."), "0"][:2]
+        return f"cu{major}{minor}"
+    if hip:
+        return "rocm" + ".".join(hip.split(".")[:2])
+    return "cpu"
+
+
+def flavour_cuda(flavour: str) -> str | None:
+    """The CUDA version of a `cuXYZ` flavour (cu128 is "12.8", cu130 "13.0"); None for any other."""
+    match = re.fullmatch(r"cu(\d+)(\d)", flavour)
+    return f"{int(match.group(1))}.{match.group(2)}" if match else None
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -331,23 +366,45 @@ def uuid_key(uuid: object) -> str:
     return text
 
 
+def mig_enabled(pynvml: Any, handle: Any) -> bool:
+    """Whether a GPU is in MIG mode now: CUDA then sees its instances, never the GPU itself."""
+    try:
+        current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
+    except (pynvml.NVMLError, AttributeError):  # no MIG on this GPU or in this nvidia-ml-py
+        return False
+    return bool(current == getattr(pynvml, "NVML_DEVICE_MIG_ENABLE", 1))
+
+
+def mig_handles(pynvml: Any, handle: Any) -> tuple[list[tuple[int, Any]], list[Facts]]:
+    """A MIG-mode GPU's instances as (slot, handle), and the slots NVML failed to open (with the error).
+
+    An empty slot answers NVML_ERROR_NOT_FOUND and is skipped; any other error is a fault to report.
+    """
+    found, failed = [], []
+    for mig_index in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+        try:
+            found.append((mig_index, pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, mig_index)))
+        except pynvml.NVMLError as error:
+            if getattr(error, "value", None) != getattr(pynvml, "NVML_ERROR_NOT_FOUND", 6):
+                failed.append({"mig_index": mig_index, **nvml_error(error)})
+    return found, failed
+
+
 def nvml_handles(pynvml: Any) -> list[Any]:
-    """The NVML handles of what CUDA can use: whole GPUs, and in place of a MIG-mode GPU its instances."""
+    """The NVML handles of what CUDA can use: whole GPUs, and in place of a MIG-mode GPU its instances.
+
+    A GPU NVML cannot open (lost, no permission) is left out, so the others can still be matched.
+    """
     handles = []
     for index in range(pynvml.nvmlDeviceGetCount()):
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         try:
-            current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
-        except (pynvml.NVMLError, AttributeError):  # no MIG on this GPU or in this nvidia-ml-py
-            current = None
-        if current != getattr(pynvml, "NVML_DEVICE_MIG_ENABLE", 1):
-            handles.append(handle)
-            continue
-        for mig_index in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
-            try:
-                handles.append(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, mig_index))
-            except pynvml.NVMLError:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            if not mig_enabled(pynvml, handle):
+                handles.append(handle)
                 continue
+            handles += [mig for _slot, mig in mig_handles(pynvml, handle)[0]]
+        except pynvml.NVMLError:
+            continue
     return handles
 
 
@@ -355,12 +412,22 @@ def nvml_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def collect_nvml() -> Facts:
-    """The driver's view through NVML (nvidia-ml-py): driver version and every physical GPU."""
-    try:
-        import pynvml
-    except ImportError:
-        return unavailable("nvidia-ml-py is not installed (pip install nvidia-ml-py)")
+def nvml_error(error: Exception) -> Facts:
+    """An NVML error as facts: its text, and its return code, which tells a lost GPU from a denied one."""
+    return {"error": f"{type(error).__name__}: {error}", "code": getattr(error, "value", None)}
+
+
+def collect_nvml(pynvml: Any = None) -> Facts:
+    """The driver's view through NVML (nvidia-ml-py): driver version, every GPU, and the GPUs it cannot read.
+
+    `pynvml` is the module to ask, nvidia-ml-py's by default (tests pass a fake one). One bad GPU is
+    recorded in `failed_devices` with its error; it must not turn the whole of NVML into "unavailable".
+    """
+    if pynvml is None:
+        try:
+            pynvml = importlib.import_module("pynvml")
+        except ImportError:
+            return unavailable("nvidia-ml-py is not installed (pip install nvidia-ml-py)")
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as error:
@@ -378,20 +445,50 @@ def collect_nvml() -> Facts:
         facts["driver_cuda_version"] = f"{version // 1000}.{version % 1000 // 10}"
     except (pynvml.NVMLError, AttributeError):
         facts["driver_cuda_version"] = None
-    devices = []
-    for index in range(pynvml.nvmlDeviceGetCount()):
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        devices.append(_nvml_device(pynvml, index, handle))
-    facts["device_count"] = len(devices)
+    count = pynvml.nvmlDeviceGetCount()
+    devices, failed = [], []
+    for index in range(count):
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = nvml_text(pynvml.nvmlDeviceGetUUID(handle))
+        except pynvml.NVMLError as error:  # a lost or inaccessible GPU: report it, keep the others
+            failed.append({"index": index, "mig": False, "mig_index": None, **nvml_error(error)})
+            continue
+        device = _nvml_device(pynvml, index, handle, uuid)
+        instances, mig_failed = _nvml_mig(pynvml, handle)
+        device["mig_enabled"] = instances is not None
+        device["mig_devices"] = instances or []
+        failed += [{"index": index, "mig": True, **entry} for entry in mig_failed]
+        devices.append(device)
+    facts["device_count"] = count
     facts["devices"] = devices
+    facts["failed_devices"] = failed
+    facts["mig_device_uuids"] = [uuid_key(uuid) for d in devices for uuid in d["mig_devices"]]
     # what CUDA can use: a MIG-mode GPU shows up as its instances, not as itself
     facts["cuda_device_uuids"] = [
-        uuid_key(nvml_text(pynvml.nvmlDeviceGetUUID(h))) for h in nvml_handles(pynvml)
+        uuid_key(uuid) for d in devices for uuid in (d["mig_devices"] if d["mig_enabled"] else [d["uuid"]])
     ]
     return facts
 
 
-def _nvml_device(pynvml: Any, index: int, handle: Any) -> Facts:
+def _nvml_mig(pynvml: Any, handle: Any) -> tuple[list[str] | None, list[Facts]]:
+    """A GPU's MIG instance UUIDs (None when MIG is off), and the instances NVML failed to read."""
+    if not mig_enabled(pynvml, handle):
+        return None, []
+    try:
+        handles, failed = mig_handles(pynvml, handle)
+    except pynvml.NVMLError as error:
+        return [], [{"mig_index": None, **nvml_error(error)}]
+    uuids = []
+    for mig_index, mig_handle in handles:
+        try:
+            uuids.append(nvml_text(pynvml.nvmlDeviceGetUUID(mig_handle)))
+        except pynvml.NVMLError as error:
+            failed.append({"mig_index": mig_index, **nvml_error(error)})
+    return uuids, failed
+
+
+def _nvml_device(pynvml: Any, index: int, handle: Any, uuid: str) -> Facts:
     def read(call: Callable[[], Any]) -> Any:
         try:
             return call()
@@ -407,7 +504,7 @@ def _nvml_device(pynvml: Any, index: int, handle: Any) -> Facts:
     return {
         "index": index,
         "name": read(lambda: nvml_text(pynvml.nvmlDeviceGetName(handle))),
-        "uuid": read(lambda: nvml_text(pynvml.nvmlDeviceGetUUID(handle))),
+        "uuid": uuid,
         "memory_total_bytes": memory.total if memory else None,
         "memory_used_bytes": memory.used if memory else None,
         "sm_clock_mhz": read(lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)),

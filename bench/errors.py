@@ -31,3 +31,8 @@ class DatasetError(BenchError):
 
 class ResultsFileError(BenchError):
     """A file given to `report` or `compare` that is not a readable results file."""
+
+
+def one_line(error: BaseException, limit: int = 500) -> str:
+    """`Type: message` on one line, cut to `limit` characters: how a failure is shown in a cell or a check."""
+    return " ".join(f"{type(error).__name__}: {error}".split())[:limit]

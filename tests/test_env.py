@@ -8,6 +8,13 @@ import pytest
 import torch
 
 from bench import env
+from tests.fake_nvml import (
+    NVML_ERROR_GPU_IS_LOST,
+    NVML_ERROR_LIBRARY_NOT_FOUND,
+    NVML_ERROR_NO_PERMISSION,
+    FakeGpu,
+    FakeNvml,
+)
 
 
 def test_collect_all_has_every_area_and_never_raises() -> None:
@@ -139,3 +146,105 @@ def test_load_probe_sees_a_busy_process() -> None:
 )
 def test_torch_and_nvml_uuids_compare_equal(uuid: str | None, key: str) -> None:
     assert env.uuid_key(uuid) == key
+
+
+LOST_GPU = [
+    FakeGpu("GPU-00000000-0000-0000-0000-000000000000", name="NVIDIA A100-SXM4-80GB"),
+    FakeGpu("GPU-11111111-1111-1111-1111-111111111111", handle_error=NVML_ERROR_GPU_IS_LOST),
+    FakeGpu("GPU-22222222-2222-2222-2222-222222222222", uuid_error=NVML_ERROR_NO_PERMISSION),
+    FakeGpu("GPU-33333333-3333-3333-3333-333333333333"),
+]
+
+
+def test_one_bad_gpu_is_recorded_and_the_others_kept() -> None:
+    """A lost GPU and one this user may not read: NVML stays available, each failure is listed with its error."""
+    nvml = env.collect_nvml(FakeNvml(LOST_GPU))
+    assert nvml["available"] is True and nvml["device_count"] == 4
+    assert [device["index"] for device in nvml["devices"]] == [0, 3]
+    assert nvml["devices"][0]["name"] == "NVIDIA A100-SXM4-80GB"
+    assert nvml["devices"][0]["memory_total_bytes"] == 80 * 2**30
+    assert [(f["index"], f["code"]) for f in nvml["failed_devices"]] == [
+        (1, NVML_ERROR_GPU_IS_LOST),
+        (2, NVML_ERROR_NO_PERMISSION),
+    ]
+    assert "GPU is lost" in nvml["failed_devices"][0]["error"]
+    assert "Insufficient Permissions" in nvml["failed_devices"][1]["error"]
+    assert nvml["cuda_device_uuids"] == [
+        "00000000-0000-0000-0000-000000000000",
+        "33333333-3333-3333-3333-333333333333",
+    ]
+
+
+def test_nvml_handles_skip_a_gpu_nvml_cannot_open() -> None:
+    """bench.memory matches torch devices through these handles: a lost GPU must not hide the others."""
+    fake = FakeNvml([LOST_GPU[0], LOST_GPU[1], LOST_GPU[3]])
+    uuids = [fake.nvmlDeviceGetUUID(handle) for handle in env.nvml_handles(fake)]
+    assert uuids == [LOST_GPU[0].uuid, LOST_GPU[3].uuid]
+
+
+MIG_UUIDS = [f"MIG-{index}aaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee" for index in range(7)]
+
+
+def test_mig_instances_are_what_cuda_can_use() -> None:
+    """A MIG-mode GPU is listed by its instances (an empty slot skipped), a whole GPU by itself."""
+    gpus = [
+        FakeGpu(
+            "GPU-aaaaaaaa-0000-0000-0000-000000000000", mig=[*MIG_UUIDS[:3], None, *MIG_UUIDS[3:]], max_mig=8
+        ),
+        FakeGpu("GPU-bbbbbbbb-0000-0000-0000-000000000000"),
+    ]
+    nvml = env.collect_nvml(FakeNvml(gpus))
+    assert nvml["devices"][0]["mig_enabled"] is True and nvml["devices"][1]["mig_enabled"] is False
+    assert nvml["devices"][0]["mig_devices"] == MIG_UUIDS
+    assert nvml["mig_device_uuids"] == [env.uuid_key(uuid) for uuid in MIG_UUIDS]
+    assert nvml["cuda_device_uuids"] == [*nvml["mig_device_uuids"], "bbbbbbbb-0000-0000-0000-000000000000"]
+    assert nvml["failed_devices"] == []
+    assert len(env.nvml_handles(FakeNvml(gpus))) == 8
+
+
+def test_a_mig_slot_that_fails_otherwise_than_empty_is_recorded() -> None:
+    gpu = FakeGpu("GPU-aaaaaaaa-0000-0000-0000-000000000000", mig=MIG_UUIDS[:2])
+    gpu.mig_slot_errors = {1: NVML_ERROR_GPU_IS_LOST}
+    nvml = env.collect_nvml(FakeNvml([gpu]))
+    assert nvml["devices"][0]["mig_devices"] == MIG_UUIDS[:1]
+    assert [(f["index"], f["mig_index"], f["code"]) for f in nvml["failed_devices"]] == [
+        (0, 1, NVML_ERROR_GPU_IS_LOST)
+    ]
+
+
+def test_nvml_without_a_driver_is_a_reason() -> None:
+    nvml = env.collect_nvml(FakeNvml([], init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
+    assert nvml["available"] is False and "no NVIDIA driver" in nvml["reason"]
+    driver = env.collect_nvml(FakeNvml([], driver="570.133.20", cuda_version=12080))
+    assert driver["driver_version"] == "570.133.20" and driver["driver_cuda_version"] == "12.8"
+
+
+def test_requested_flavour_comes_from_nox_or_the_image() -> None:
+    assert env.requested_flavour({}) is None
+    assert env.requested_flavour({"BENCH_IMAGE_FLAVOUR": " CU128\n"}) == {
+        "flavour": "cu128",
+        "source": "BENCH_IMAGE_FLAVOUR",
+    }
+    both = {"BENCH_IMAGE_FLAVOUR": "cpu", "BENCH_REQUESTED_TORCH_FLAVOUR": "cu130"}
+    assert env.requested_flavour(both) == {"flavour": "cu130", "source": "BENCH_REQUESTED_TORCH_FLAVOUR"}
+    assert "requested_flavour" in env.collect_torch()
+
+
+@pytest.mark.parametrize(
+    ("cuda", "hip", "flavour"),
+    [
+        ("12.8", None, "cu128"),
+        ("13.0", None, "cu130"),
+        ("11.8", None, "cu118"),
+        (None, None, "cpu"),
+        (None, "6.3.42131-fa1d09cbd", "rocm6.3"),
+    ],
+)
+def test_installed_flavour(cuda: str | None, hip: str | None, flavour: str) -> None:
+    assert env.installed_flavour(cuda, hip) == flavour
+    assert env.flavour_cuda(flavour) == cuda
+
+
+def test_installed_flavour_of_this_torch() -> None:
+    flavour = env.installed_flavour(torch.version.cuda, getattr(torch.version, "hip", None))
+    assert (flavour == "cpu") == (torch.version.cuda is None and getattr(torch.version, "hip", None) is None)
