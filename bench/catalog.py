@@ -1,11 +1,75 @@
-"""Names and defaults shared by measuring and reporting code, kept free of torch so that
-`bench report`, `bench compare` and `--help` start in a fraction of a second."""
+"""The table of workloads, and the names shared by measuring and reporting code.
 
-STEP_WORKLOADS = ("forward", "forward_backward", "train_step")
-WORKLOADS = (*STEP_WORKLOADS, "epoch", "train")
+Kept free of torch, so that `bench report`, `bench compare`, `--help` and the checks of option
+values start in a fraction of a second.
+
+A workload is defined here once: what it times, how it is measured (`timing`), which variants it
+plans (`variants`: the option whose values become its loaders) and the callable it times (`step`:
+a name in `bench.workloads.STEPS`, for workloads timed in rounds). Planning, measuring and
+reporting read this table instead of branching on workload names, so a new workload is one entry
+here (and its step function, if it is timed in rounds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROUNDS, EPOCHS, RUNS = "rounds", "epochs", "runs"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One kind of timed work on the chapter's model."""
+
+    name: str
+    what: str  # what is timed, in a sentence (help text, README)
+    timing: str  # ROUNDS: pytest-benchmark rounds of a step; EPOCHS: timed epochs; RUNS: training runs
+    variants: str | None = None  # the option listing this workload's loaders, or None
+    step: str | None = None  # ROUNDS only: the key of its callable in bench.workloads.STEPS
+    backward: bool = True  # whether a step includes a backward pass (FLOP counting)
+
+    @property
+    def in_rounds(self) -> bool:
+        return self.timing == ROUNDS
+
+
+# fmt: off
+WORKLOAD_TABLE = (
+    Workload("forward", "eval mode, no grad, one fixed batch already on the device", ROUNDS,
+             step="forward", backward=False),
+    Workload("forward_backward", "gradients set to none, forward, loss and backward", ROUNDS,
+             step="forward_backward"),
+    Workload("train_step", "the chapter's loop body: zero_grad, forward, loss, backward, SGD step", ROUNDS,
+             step="train_step"),
+    Workload("epoch", "a full pass over the training set through one loader", EPOCHS, variants="loaders"),
+    Workload("train", "the chapter's training run, test accuracy after every epoch", RUNS,
+             variants="train_loader"),
+)
+# fmt: on
+WORKLOAD_BY_NAME = {workload.name: workload for workload in WORKLOAD_TABLE}
+WORKLOADS = tuple(WORKLOAD_BY_NAME)
+
 LOADERS = ("torchvision", "resident")
 DATASETS = ("auto", "mnist", "fashion-mnist", "synthetic")
+DATASET_NAMES = {  # how each data set is called where people read it
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+    "synthetic": "synthetic",
+    "idx": "IDX files",
+}
 DATA_DIR_ENV = "BENCH_DATA_DIR"
+GC_POLICY = "garbage collected before, and the collector off during, every timed round and epoch"
 CHAPTER_BATCH_SIZE = 64
-DEFAULT_BATCH_SIZES = (16, CHAPTER_BATCH_SIZE, 256, 1024, 4096)
-QUICK_BATCH_SIZES = (CHAPTER_BATCH_SIZE, 1024)
+MIB = 2**20
+
+
+def workload(name: str) -> Workload:
+    """The table entry of `name`; a KeyError names the known workloads."""
+    try:
+        return WORKLOAD_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown workload {name!r} ({', '.join(WORKLOADS)})") from None
+
+
+def dataset_display_name(name: str | None) -> str:
+    return DATASET_NAMES.get(name or "", name or "?")

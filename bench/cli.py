@@ -19,55 +19,56 @@ from bench import __version__
 from bench.errors import BenchError, UsageError
 
 if TYPE_CHECKING:
+    from bench.plan import Options
     from bench.results import Run
-    from bench.runner import Options
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
-def _comma_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+def comma_list(text: str, option: str, example: str) -> list[str]:
+    """The entries of a comma-separated option; an empty list is a UsageError, never "the default"."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise UsageError(f"{option} is empty", hint=f"give one or more values, e.g. {option} {example}")
+    return items
+
+
+def parse_counts(text: str, option: str, what: str, example: str) -> tuple[int, ...]:
+    """`16,64` -> (16, 64): positive whole numbers, in the order given, without repeats."""
+    counts: list[int] = []
+    for item in comma_list(text, option, example):
+        try:
+            count = int(item)
+        except ValueError:
+            raise UsageError(
+                f"{what} {item!r} is not a whole number", hint=f"e.g. {option} {example}"
+            ) from None
+        if count < 1:
+            raise UsageError(f"{what} {count} must be at least 1", hint=f"e.g. {option} {example}")
+        if count not in counts:
+            counts.append(count)
+    return tuple(counts)
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
-    """`16,64` -> (16, 64); anything but positive whole numbers is a UsageError naming the entry."""
-    sizes: list[int] = []
-    for item in _comma_list(text):
-        try:
-            size = int(item)
-        except ValueError:
-            raise UsageError(
-                f"batch size {item!r} is not a whole number", hint="e.g. --batch-sizes 16,64,256"
-            ) from None
-        if size < 1:
-            raise UsageError(f"batch size {size} must be at least 1", hint="e.g. --batch-sizes 16,64,256")
-        if size not in sizes:
-            sizes.append(size)
-    if not sizes:
-        raise UsageError("no batch size given", hint="e.g. --batch-sizes 16,64,256")
-    return tuple(sizes)
+    return parse_counts(text, "--batch-sizes", "batch size", "16,64,256")
 
 
-def parse_choices(text: str, valid: Sequence[str], what: str) -> tuple[str, ...]:
-    items = _comma_list(text)
+def parse_choices(text: str, valid: Sequence[str], option: str, what: str) -> tuple[str, ...]:
+    items = comma_list(text, option, ",".join(valid[:2]))
     if items == ["all"]:
         return tuple(valid)
     unknown = [item for item in items if item not in valid]
-    if unknown or not items:
-        shown = ", ".join(repr(item) for item in unknown) or "nothing"
+    if unknown:
+        shown = ", ".join(repr(item) for item in unknown)
         raise UsageError(f"unknown {what} {shown}", hint=f"choose from: {', '.join(valid)} (or all)")
     return tuple(dict.fromkeys(items))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from bench.catalog import (
-        DATA_DIR_ENV,
-        DATASETS,
-        DEFAULT_BATCH_SIZES,
-        LOADERS,
-        QUICK_BATCH_SIZES,
-        WORKLOADS,
-    )
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser, and each command's own parser (so an unknown option prints that command's usage)."""
+    from bench.catalog import DATA_DIR_ENV, DATASETS, LOADERS, WORKLOADS
+    from bench.plan import QUICK, default_text
 
     parser = argparse.ArgumentParser(
         prog="bench",
@@ -92,15 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="benchmark the MLP across devices, batch sizes and workloads")
     run.add_argument(
-        "--devices",
-        help="comma-separated: cpu, cuda (all GPUs), cuda:N (default: cpu and every visible CUDA device; "
-        "with --quick: cpu)",
+        "--devices", help=f"comma-separated: cpu, cuda (all GPUs), cuda:N ({default_text('devices')})"
     )
-    run.add_argument(
-        "--batch-sizes",
-        help=f"comma-separated (default: {','.join(map(str, DEFAULT_BATCH_SIZES))}; "
-        f"with --quick: {','.join(map(str, QUICK_BATCH_SIZES))})",
-    )
+    run.add_argument("--batch-sizes", help=f"comma-separated ({default_text('batch_sizes')})")
     run.add_argument(
         "--workloads", default="all", help=f"comma-separated from {', '.join(WORKLOADS)} (default: all)"
     )
@@ -108,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--loaders",
         default=",".join(LOADERS),
         help="loaders for the epoch workload: torchvision (the chapter's DataLoader) and/or resident "
-        f"(data kept on the device) (default: {','.join(LOADERS)})",
+        f"(data kept on the device) (default: {','.join(LOADERS)}; with --quick the chapter's DataLoader "
+        f"only at batch {','.join(map(str, QUICK.torchvision_batch_sizes or ()))})",
     )
     run.add_argument(
         "--train-loader",
@@ -127,9 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-download", action="store_true", help="never download a data set (default: download if missing)"
     )
-    run.add_argument("--epochs", type=int, help="epochs of the train workload (default: 10; with --quick: 1)")
+    run.add_argument("--epochs", type=int, help=f"epochs of each training run ({default_text('epochs')})")
     run.add_argument(
-        "--epoch-repeats", type=int, help="timed passes per epoch case (default: 3; with --quick: 1)"
+        "--train-runs",
+        type=int,
+        help="independent training runs per train case, each from its own seed; `compare` uses them as "
+        f"its units ({default_text('train_runs')})",
+    )
+    run.add_argument(
+        "--epoch-repeats", type=int, help=f"timed epochs per epoch case ({default_text('epoch_repeats')})"
     )
     run.add_argument(
         "--target-accuracy",
@@ -140,21 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-time",
         type=float,
-        help="seconds pytest-benchmark spends timing each step case, all passes together (default: 1.0; "
-        "with --quick: 0.25)",
+        help="seconds pytest-benchmark spends timing each case timed in rounds, all passes together "
+        f"({default_text('max_time')})",
     )
     run.add_argument(
         "--passes",
         type=int,
-        help="passes over the step workloads, spread through the run so drift shows in the samples and "
-        "`compare` can test across passes; --max-time is split between them (default: 3; with --quick: 1)",
+        help="passes over the cases, spread through the run so drift shows in the samples and `compare` "
+        f"can test across passes; --max-time is split between them ({default_text('passes')})",
     )
     run.add_argument("--out", type=Path, help="run folder (default: results/<date>-<host>-<id>/)")
     run.add_argument(
         "--quick",
         action="store_true",
-        help="smoke-sized run for CI and first contact: cpu only unless --devices is given, batch sizes "
-        "64 and 1024, one epoch, one pass, the chapter's DataLoader epoch at batch 64 only (default: off)",
+        help="smoke-sized run for CI and first contact: the --quick defaults above (default: off)",
     )
     run.add_argument(
         "--check",
@@ -187,12 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--out", type=Path, help="also write the comparison as Markdown to this file (default: no)"
     )
-    return parser
+    return parser, {"check": check, "run": run, "report": report, "compare": compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser, commands = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the command's own usage, not the top level's
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if args.command == "check":
             return cmd_check(args)
@@ -224,62 +228,71 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def run_options(args: argparse.Namespace) -> Options:
-    """Turns `bench run` arguments into validated Options (devices checked against this machine)."""
-    from bench.catalog import CHAPTER_BATCH_SIZE, DEFAULT_BATCH_SIZES, LOADERS, QUICK_BATCH_SIZES, WORKLOADS
-    from bench.devices import default_devices, parse_devices
-    from bench.runner import Options
+    """Turns `bench run` arguments into validated Options.
 
-    if args.devices:
-        devices = parse_devices(args.devices)
-    else:
-        devices = ["cpu"] if args.quick else default_devices()
-    if args.batch_sizes:
-        batch_sizes = parse_batch_sizes(args.batch_sizes)
-    else:
-        batch_sizes = QUICK_BATCH_SIZES if args.quick else DEFAULT_BATCH_SIZES
-    epochs = args.epochs if args.epochs is not None else (1 if args.quick else 10)
-    repeats = args.epoch_repeats if args.epoch_repeats is not None else (1 if args.quick else 3)
-    max_time = args.max_time if args.max_time is not None else (0.25 if args.quick else 1.0)
-    passes = args.passes if args.passes is not None else (1 if args.quick else 3)
-    for value, name in ((epochs, "--epochs"), (repeats, "--epoch-repeats"), (passes, "--passes")):
-        if value < 1:
-            raise UsageError(f"{name} {value} must be at least 1")
-    if not 0 < max_time <= 600:
-        raise UsageError(f"--max-time {max_time:g} must be between 0 and 600 seconds")
+    Values are checked before anything imports torch, so a typo costs a fraction of a second;
+    the devices come last, since naming a GPU needs torch to know what this machine has.
+    """
+    from bench.catalog import LOADERS, WORKLOADS
+    from bench.plan import FULL, QUICK, Options, options_from
+
+    profile = QUICK if args.quick else FULL
+    values = options_from(
+        profile,
+        batch_sizes=parse_batch_sizes(args.batch_sizes) if args.batch_sizes is not None else None,
+        epochs=args.epochs,
+        epoch_repeats=args.epoch_repeats,
+        train_runs=args.train_runs,
+        max_time=args.max_time,
+        passes=args.passes,
+    )
+    for name in ("epochs", "epoch_repeats", "train_runs", "passes"):
+        if values[name] < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {values[name]} must be at least 1")
+    if not 0 < values["max_time"] <= 600:
+        raise UsageError(f"--max-time {values['max_time']:g} must be between 0 and 600 seconds")
     if not 0 < args.target_accuracy <= 1:
         raise UsageError(
             f"--target-accuracy {args.target_accuracy:g} must be a fraction in (0, 1]",
             hint="e.g. 0.8 for 80%",
         )
+    workloads = parse_choices(args.workloads, WORKLOADS, "--workloads", "workload")
+    loaders = parse_choices(args.loaders, LOADERS, "--loaders", "loader")
+    limited = values.pop("torchvision_batch_sizes")
+    if limited is not None and not set(limited) & set(values["batch_sizes"]):
+        limited = None  # the quick profile's limit would plan no chapter epoch at these batch sizes
     return Options(
-        devices=tuple(devices),
-        batch_sizes=tuple(batch_sizes),
-        workloads=parse_choices(args.workloads, WORKLOADS, "workload"),
-        loaders=parse_choices(args.loaders, LOADERS, "loader"),
+        devices=tuple(run_devices(args, profile.devices)),
+        workloads=workloads,
+        loaders=loaders,
         train_loader=args.train_loader,
-        epochs=epochs,
-        epoch_repeats=repeats,
         target_accuracy=args.target_accuracy,
-        max_time=max_time,
-        passes=passes,
-        # the chapter's DataLoader costs the same per sample at any batch size (16 s an epoch on a
-        # 2-core machine): a smoke run measures it once, at the chapter's batch size
-        torchvision_batch_sizes=(CHAPTER_BATCH_SIZE,)
-        if args.quick and CHAPTER_BATCH_SIZE in batch_sizes
-        else None,
+        torchvision_batch_sizes=limited,
         quick=args.quick,
+        **values,
     )
 
 
+def run_devices(args: argparse.Namespace, default: str) -> list[str]:
+    from bench.devices import default_devices, parse_devices
+
+    if args.devices is not None:
+        comma_list(args.devices, "--devices", "cpu,cuda:0")
+        return parse_devices(args.devices)
+    return ["cpu"] if default == "cpu" else default_devices()
+
+
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    options = run_options(args)  # validation first: a typo fails here, before torch is imported
+
     from bench import env as envmod
     from bench import results as resultsmod
+    from bench.catalog import dataset_display_name
     from bench.check import run_check
     from bench.data import load_dataset
     from bench.report import check_table, console_summary
     from bench.runner import run_benchmarks
 
-    options = run_options(args)  # validation first: a typo fails here, in a second
     if args.plot:
         from bench.plots import require_matplotlib
 
@@ -306,16 +319,25 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         _remove_if_empty(folder)
         raise
     if dataset.info.note:
-        print(f"dataset: {dataset.info.pretty_name}: {dataset.info.note}", file=sys.stderr)
+        print(f"dataset: {dataset_display_name(dataset.info.name)}: {dataset.info.note}", file=sys.stderr)
     print(f"bench run: {folder}", file=sys.stderr)
     run, folder = run_benchmarks(options, dataset, folder, facts, run_id)
     if args.plot:
         _plot(run, folder)
     print(console_summary(run))
-    print(f"\nResults: {folder}/ (summary.md, results.csv, results.json)")
+    print(f"\nResults: {folder}/ ({', '.join(written_files(run, folder))})")
     if run.state == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_FAILED if any(case.status == "error" for case in run.cases) else EXIT_OK
+
+
+def written_files(run: Run, folder: Path) -> list[str]:
+    """The files of a run folder that exist, in the order people read them."""
+    from bench.report import CSV_FILE, SUMMARY_FILE
+    from bench.results import PYTEST_BENCHMARK_FILE, RESULTS_FILE
+
+    names = [SUMMARY_FILE, CSV_FILE, RESULTS_FILE, PYTEST_BENCHMARK_FILE, *run.plots]
+    return [name for name in names if (folder / name).exists()]
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -331,7 +353,7 @@ def _plot(run: Run, folder: Path) -> list[Path]:
     from bench.report import write_tables
 
     paths = draw_plots(run, folder)
-    run.options["plots"] = [path.name for path in paths]
+    run.plots = [path.name for path in paths]
     resultsmod.save_run(run, folder)
     write_tables(run, folder)
     return paths
@@ -339,7 +361,7 @@ def _plot(run: Run, folder: Path) -> list[Path]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import console_summary, write_tables
-    from bench.results import load_run, resolve_results_path
+    from bench.schema import load_run, resolve_results_path
 
     run = load_run(args.target)
     folder = resolve_results_path(args.target).parent
@@ -357,14 +379,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             hint="copy the run folder somewhere writable and report that copy",
         ) from None
     print(console_summary(run))
-    written = ["summary.md", "results.csv", *run.options.get("plots", [])]
-    print(f"\nWrote {', '.join(str(folder / name) for name in written)}")
+    print(f"\nWrote {', '.join(str(folder / name) for name in ['summary.md', 'results.csv', *run.plots])}")
     return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import compare_runs, comparison_markdown
-    from bench.results import load_run
+    from bench.schema import load_run
 
     if args.fail_above is not None and args.fail_above < 0:
         raise UsageError(f"--fail-above {args.fail_above:g} must be a percentage of at least 0")

@@ -1,7 +1,7 @@
 """`bench compare A B`: per case, B's time relative to A's, with a verdict drawn from the raw samples.
 
 The test is Welch's t on log times over independent units (`CaseResult.independent_samples`: one
-median per pass for step cases, one value per epoch otherwise), giving an interval for B/A. The
+median per pass, one value per training run), giving an interval for B/A. The
 intervals hold jointly at 95% (Bonferroni over the compared cases), so comparing forty cases does
 not produce two false alarms by chance. A case is called slower or faster only when its interval
 excludes 1 *and* the ratio lies beyond a floor either way (B/A above 1 + floor or below
@@ -10,22 +10,30 @@ excludes 1 *and* the ratio lies beyond a floor either way (B/A above 1 + floor o
 percent from one minute to the next, no within-run statistic sees the drift between two runs; the
 floor keeps such drift from being reported as a change, and the report prints the floor it used.
 Rounds timed back to back inside one pass are not independent either, hence the single-pass warning.
+
+Per case the report also gives the smallest change it could have detected with its units, their
+noise and the correction (`stats.detectable_ratio`), and where that exceeds 2x, how many passes
+would bring it under 20% (`stats.units_needed`).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
 
 from tabulate import tabulate
 
-from bench.report import fmt_seconds
-from bench.results import CaseKey, CaseResult, Run
-from bench.stats import RatioEstimate, ratio_interval
+from bench.catalog import workload
+from bench.plan import CaseKey
+from bench.report import fact, fmt_seconds
+from bench.results import CaseResult, Run
+from bench.stats import RatioEstimate, detectable_ratio, ratio_interval, units_needed
 
 MIN_EFFECT = 0.05
 FAMILY_CONFIDENCE = 0.95
+BLIND_ABOVE = 2.0  # a case that cannot see a doubling gets a suggestion
+WANTED_DETECTABLE = 1.2
 FASTER, SLOWER, SAME = "faster", "slower", "no significant change"
 
 # facts that make two runs' numbers incomparable when they differ: (label, path into env)
@@ -52,6 +60,8 @@ class ComparisonRow:
     b: CaseResult | None
     estimate: RatioEstimate | None
     verdict: str
+    detectable: float | None = None  # the smallest slowdown (B/A) this case could have called
+    passes_needed: int | None = None  # passes per run that would make it WANTED_DETECTABLE, if blind
 
     @property
     def change_percent(self) -> float:
@@ -114,22 +124,19 @@ def _judge(
         failed = " and ".join(name for name, case in (("A", a), ("B", b)) if not case.ok)
         status = "/".join(sorted({case.status.upper() for case in (a, b) if not case.ok}))
         return ComparisonRow(key, a, b, None, f"{status} in {failed}")
-    estimate = ratio_interval(a.independent_samples(), b.independent_samples(), confidence)
+    units_a, units_b = a.independent_samples(), b.independent_samples()
+    estimate = ratio_interval(units_a, units_b, confidence)
     if not estimate.testable:
         return ComparisonRow(key, a, b, estimate, "one sample: cannot tell")
     verdict = SAME
     if estimate.significant and beyond_floor(estimate.ratio, min_effect):
         verdict = SLOWER if estimate.ratio > 1 else FASTER
-    return ComparisonRow(key, a, b, estimate, verdict)
-
-
-def _lookup(env: dict[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = env
-    for part in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
+    interval = detectable_ratio(units_a, units_b, confidence)
+    detectable = None if interval is None else max(interval, 1 + min_effect)
+    needed = None
+    if detectable is not None and detectable > BLIND_ABOVE:
+        needed = units_needed(units_a, units_b, confidence, WANTED_DETECTABLE)
+    return ComparisonRow(key, a, b, estimate, verdict, detectable, needed)
 
 
 def environment_differences(a: Run, b: Run) -> list[str]:
@@ -138,20 +145,22 @@ def environment_differences(a: Run, b: Run) -> list[str]:
     if a.run_id == b.run_id and a.created == b.created:
         lines.append(f"A and B are the same run ({a.run_id}): every change below is zero by construction")
     for label, path in ENV_FACTS:
-        left, right = _lookup(a.env, path), _lookup(b.env, path)
+        left, right = fact(a.env, *path), fact(b.env, *path)
         if left != right:
             lines.append(f"{label} differs: A {left} vs B {right}")
-    gpus_a = [device.get("name") for device in a.env.get("cuda", {}).get("devices", [])]
-    gpus_b = [device.get("name") for device in b.env.get("cuda", {}).get("devices", [])]
+    gpus_a, gpus_b = gpu_names(a), gpu_names(b)
     if gpus_a != gpus_b:
         lines.append(f"GPUs differ: A {gpus_a or 'none'} vs B {gpus_b or 'none'}")
-    if a.dataset.get("name") != b.dataset.get("name"):
-        lines.append(f"dataset differs: A {a.dataset.get('name')} vs B {b.dataset.get('name')}")
-    for option in ("max_time", "epoch_repeats", "epochs", "train_loader"):
-        if a.options.get(option) != b.options.get(option):
-            lines.append(f"option {option} differs: A {a.options.get(option)} vs B {b.options.get(option)}")
+    if a.dataset.name != b.dataset.name:
+        lines.append(f"dataset differs: A {a.dataset.name} vs B {b.dataset.name}")
+    for option in ("max_time", "epoch_repeats", "epochs", "train_loader", "train_runs"):
+        left, right = getattr(a.options, option), getattr(b.options, option)
+        if left != right:
+            lines.append(f"option {option} differs: A {left} vs B {right}")
     for name, run in (("A", a), ("B", b)):
-        if run.options.get("passes", 1) < 2 and any(case.pass_medians for case in run.cases):
+        if run.options.passes < 2 and any(
+            case.ok and workload(case.workload).in_rounds for case in run.cases
+        ):
             lines.append(
                 f"run {name} timed its step cases in a single pass: their intervals cannot see drift "
                 "between passes (run with --passes 3 or more for comparisons)"
@@ -161,13 +170,18 @@ def environment_differences(a: Run, b: Run) -> list[str]:
     return lines
 
 
+def gpu_names(run: Run) -> list[str]:
+    devices = fact(run.env, "cuda", "devices")
+    return [str(fact(d, "name")) for d in devices] if isinstance(devices, list) else []
+
+
 def comparison_markdown(comparison: Comparison) -> str:
     a, b = comparison.a, comparison.b
     parts = [
         f"# Comparison: B ({b.run_id}) against A ({a.run_id})",
         "",
-        f"A: {a.env.get('command_line', '?')} — {a.created}  ",
-        f"B: {b.env.get('command_line', '?')} — {b.created}",
+        f"A: {fact(a.env, 'command_line') or '?'} — {a.created}  ",
+        f"B: {fact(b.env, 'command_line') or '?'} — {b.created}",
         "",
     ]
     noise_a, noise_b = comparison.noise
@@ -193,13 +207,23 @@ def comparison_markdown(comparison: Comparison) -> str:
                 f"{estimate.ratio:.3f}" if estimate else "",
                 interval,
                 f"{row.change_percent:+.1f}%" if estimate else "",
+                _detectable_cell(row),
                 row.verdict,
             ]
         )
     parts.append(
         tabulate(
             rows,
-            headers=["case", "A median", "B median", "time B/A", "interval", "change", "verdict"],
+            headers=[
+                "case",
+                "A median",
+                "B median",
+                "time B/A",
+                "interval",
+                "change",
+                "detectable",
+                "verdict",
+            ],
             tablefmt="github",
             disable_numparse=True,
         )
@@ -213,9 +237,28 @@ def comparison_markdown(comparison: Comparison) -> str:
         "time B/A > 1 means B is slower (ratio of geometric means over passes or epochs). Intervals: "
         f"Welch's t on log times, {comparison.case_confidence:.2%} each so that all hold together at "
         f"{FAMILY_CONFIDENCE:.0%}. A verdict needs the interval to exclude 1 and B/A outside "
-        f"{1 / (1 + comparison.min_effect):.3f}–{1 + comparison.min_effect:.3f}.",
+        f"{1 / (1 + comparison.min_effect):.3f}–{1 + comparison.min_effect:.3f}. `detectable`: the "
+        "smallest slowdown this case could have called with its units (passes or training runs), their "
+        "noise, the correction and the floor.",
     ]
+    blind = [row for row in comparison.rows if row.detectable is not None and row.detectable > BLIND_ABOVE]
+    if blind:
+        parts += ["", f"Cases that could not have seen a change of {BLIND_ABOVE:g}x:", ""]
+        for row in blind:
+            advice = (
+                f"about {row.passes_needed} passes per run (--passes {row.passes_needed}) would bring it under "
+                f"{WANTED_DETECTABLE - 1:.0%}"
+                if row.passes_needed
+                else f"no practical number of passes brings it under {WANTED_DETECTABLE - 1:.0%} at this noise"
+            )
+            parts.append(f"- {row.key.label()}: detectable {row.detectable:.2f}x; {advice}")
     return "\n".join(parts)
+
+
+def _detectable_cell(row: ComparisonRow) -> str:
+    if row.detectable is None:
+        return ""
+    return f"{row.detectable:.2f}x" if math.isfinite(row.detectable) else "never"
 
 
 def _percent(value: float | None) -> str:

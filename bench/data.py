@@ -11,18 +11,22 @@ checked). Two loaders feed the same normalized data:
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.catalog import DATA_DIR_ENV, DATASETS
+from bench.catalog import DATA_DIR_ENV, DATASETS, dataset_display_name
 from bench.errors import DatasetError, UsageError
 from bench.idx import IMAGE_DIMS, LABEL_DIMS, read_idx, write_idx
+from bench.results import DatasetInfo
 
 FILE_STEMS = {
     "train_images": "train-images-idx3-ubyte",
@@ -32,12 +36,6 @@ FILE_STEMS = {
 }
 # torchvision keeps each dataset under <root>/<class name>/raw/
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-PRETTY_NAME = {
-    "mnist": "MNIST",
-    "fashion-mnist": "Fashion-MNIST",
-    "synthetic": "synthetic",
-    "idx": "IDX files",
-}
 # The first training labels identify the data set whatever its files are called.
 LABEL_FINGERPRINTS = {
     "mnist": (5, 0, 4, 1, 9, 2, 1, 3, 1, 4),
@@ -54,28 +52,6 @@ def default_data_dir() -> Path:
         return Path(os.environ[DATA_DIR_ENV]).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "torch-bench" / "data"
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the results say about the data: which set, from where, and whether it is real."""
-
-    name: str
-    requested: str
-    source: str
-    files: dict[str, str]
-    train_samples: int
-    test_samples: int
-    synthetic: bool
-    note: str | None = None
-    download_error: str | None = field(default=None, repr=False)
-
-    @property
-    def pretty_name(self) -> str:
-        return PRETTY_NAME.get(self.name, self.name)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -146,7 +122,7 @@ def _download(root: Path, name: str, allowed: bool) -> dict[str, Path]:
         "--dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist (Debian: apt-get install "
         f"dataset-fashion-mnist); or copy the four files into {root / TORCHVISION_FOLDER[name] / 'raw'}"
     )
-    missing = f"{PRETTY_NAME[name]} not found: looked for {stems} in {looked}"
+    missing = f"{dataset_display_name(name)} not found: looked for {stems} in {looked}"
     if not allowed:
         raise DatasetError(f"{missing}; downloading is turned off", hint=alternatives)
     from torchvision import datasets  # imported here: finding local files must not need torchvision
@@ -215,8 +191,8 @@ def _read(files: dict[str, Path], requested: str, expected: str | None) -> Datas
     if expected is not None and identified not in (None, expected):
         raise DatasetError(
             f"--dataset {expected} was asked for, but the files in {files['train_images'].parent} hold "
-            f"{PRETTY_NAME[identified]} (recognised by their labels)",
-            hint=f"use --dataset {identified}, or point --data-dir at a folder holding {PRETTY_NAME[expected]}",
+            f"{dataset_display_name(identified)} (recognised by their labels)",
+            hint=f"use --dataset {identified}, or point --data-dir at a folder holding {dataset_display_name(expected)}",
         )
     name = identified or expected or "idx"
     info = DatasetInfo(
@@ -292,25 +268,61 @@ def chapter_transform() -> Any:
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
 
 
-def chapter_dataset(images: torch.Tensor, labels: torch.Tensor) -> torch.utils.data.Dataset:
-    """torchvision's MNIST dataset class over already-read arrays, so `__getitem__` is torchvision's own."""
+def chapter_dataset(dataset: Dataset) -> torch.utils.data.Dataset:
+    """torchvision's own MNIST (or FashionMNIST) dataset over the training files, as the chapter builds it.
+
+    torchvision reads its files from `<root>/<class name>/raw/` un-gzipped; files kept elsewhere or
+    gzipped (Debian's package, synthetic data) are laid out that way once in a temporary folder.
+    """
     from torchvision import datasets
-    from torchvision.datasets.vision import VisionDataset
 
-    class _ChapterMNIST(datasets.MNIST):
-        def __init__(self) -> None:  # the arrays were read and checked by bench.idx; skip the file search
-            VisionDataset.__init__(self, root="", transform=chapter_transform())
-            self.train = True
-            self.data, self.targets = images, labels
+    dataset_class = datasets.FashionMNIST if dataset.info.name == "fashion-mnist" else datasets.MNIST
+    root = torchvision_layout(dataset.info, dataset_class.__name__)
+    return dataset_class(str(root), train=True, transform=chapter_transform(), download=False)
 
-    return _ChapterMNIST()
+
+def torchvision_layout(info: DatasetInfo, folder_name: str) -> Path:
+    """A root under which `<folder_name>/raw/` holds the four files un-gzipped, as torchvision wants them."""
+    files = {key: Path(path) for key, path in info.files.items()}
+    raw = files["train_images"].parent
+    if (
+        raw.name == "raw"
+        and raw.parent.name == folder_name
+        and all(p.suffix != ".gz" for p in files.values())
+    ):
+        return raw.parent.parent
+    fingerprint = hashlib.sha256()
+    for key in sorted(files):
+        stat = files[key].stat()
+        fingerprint.update(f"{files[key].resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    root = (
+        Path(tempfile.gettempdir())
+        / f"torch-bench-{uid}"
+        / "torchvision-layout"
+        / fingerprint.hexdigest()[:16]
+    )
+    target = root / folder_name / "raw"
+    target.mkdir(parents=True, exist_ok=True)
+    for key, path in files.items():
+        destination = target / FILE_STEMS[key]
+        if destination.exists():
+            continue
+        partial = destination.with_name(destination.name + ".partial")
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as source, open(partial, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+        else:
+            shutil.copyfile(path, partial)
+        os.replace(partial, destination)
+    return root
 
 
 def chapter_loader(dataset: Dataset, batch_size: int, seed: int = 0) -> torch.utils.data.DataLoader:
     """The chapter's `DataLoader(train_dataset, batch_size=..., shuffle=True)` over the training set."""
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
-        chapter_dataset(dataset.train_images, dataset.train_labels),
+        chapter_dataset(dataset),
         batch_size=batch_size,
         shuffle=True,
         generator=generator,

@@ -2,11 +2,14 @@
 
 CUDA kernels run asynchronously, so a host clock read without a device wait measures launches, not
 work. `device_clock` waits for the device before reading the clock; timing a loop of N calls with
-one such read at each end keeps the wait out of the per-call cost.
+one such read at each end keeps the wait out of the per-call cost. What a read itself costs (a
+synchronization on a GPU) is measured per device (`clock_overhead`), and rounds are made long enough
+that it stays below `SYNC_SHARE_BOUND` of a round (`min_round_s`).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterable
 
@@ -15,6 +18,8 @@ import torch
 from bench.errors import UsageError
 
 SUPPORTED = "cpu, cuda (every visible GPU), cuda:N"
+MIN_ROUND_S = 1e-3  # a timed round lasts at least 1 ms, so a device wait is paid once per many small calls
+SYNC_SHARE_BOUND = 0.01  # the clock's own cost stays below 1% of a round
 
 
 def visible_cuda_devices() -> list[str]:
@@ -102,3 +107,33 @@ def device_clock(device: torch.device | str) -> Callable[[], float]:
 
     clock.__name__ = f"perf_counter_after_sync_{device.type}{device.index or 0}"
     return clock
+
+
+def clock_overhead(device: torch.device | str, reads: int = 201) -> float:
+    """What one read of `device_clock` costs on an idle device: the median gap between two reads.
+
+    A round's time carries this cost once (the wait at its end, after the work is done).
+    """
+    clock = device_clock(device)
+    synchronize(device)
+    gaps = []
+    for _ in range(reads):
+        start = clock()
+        gaps.append(clock() - start)
+    return statistics.median(gaps)
+
+
+def min_round_s(overhead_s: float) -> float:
+    """The shortest round that keeps a clock read below `SYNC_SHARE_BOUND` of it (at least 1 ms)."""
+    return max(MIN_ROUND_S, overhead_s / SYNC_SHARE_BOUND)
+
+
+def prepare_device(device: torch.device | str) -> None:
+    """Pays a device's one-time start-up before any case: CUDA context, cuBLAS handle and workspace.
+
+    cuBLAS workspaces come from the caching allocator and stay for the life of the process; created
+    here, they are part of every case's baseline instead of the first case's own peak.
+    """
+    weights = torch.ones(64, 64, device=device, requires_grad=True)
+    (weights @ weights).sum().backward()
+    synchronize(device)

@@ -565,20 +565,3 @@ def collect_all() -> Facts:
     for name, collect in COLLECTORS.items():
         facts[name] = _guard(collect)
     return facts
-
-
-def summary_line(env: Facts) -> str:
-    """One line for table headers: torch build, CPU, threads, GPUs."""
-    torch_facts = env.get("torch", {})
-    cpu = env.get("cpu", {})
-    cuda = env.get("cuda", {})
-    gpus = ", ".join(device["name"] for device in cuda.get("devices", [])) or "none"
-    container = env.get("container", {})
-    where = f"; container image {container.get('image')}" if container.get("image") else ""
-    return (
-        f"torch {torch_facts.get('version', '?')} ({torch_facts.get('build', '?')}), "
-        f"torchvision {env.get('torchvision', {}).get('version', 'unavailable')}, "
-        f"Python {env.get('python', {}).get('version', '?')}; CPU {cpu.get('model', '?')} "
-        f"({cpu.get('usable_cpus', '?')} usable CPUs, {cpu.get('torch_threads', '?')} torch threads); "
-        f"GPUs: {gpus}{where}"
-    )

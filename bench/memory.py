@@ -1,21 +1,23 @@
-"""Memory of one case: host peak RSS, device peaks (torch.cuda), device use as NVML sees it.
+"""Memory of one pass of a case: host peak RSS, device peaks (torch.cuda), device use as NVML sees it.
 
-Host peak RSS comes from the kernel's own high-water mark where Linux lets a process reset it
-(`/proc/self/clear_refs`, then `VmHWM`): exact, and no thread runs beside the benchmark. Elsewhere
-psutil samples RSS every 20 ms in a thread; on a 2-core machine that thread slowed a batch-64
-training step by about 5%, which is why it is only the fallback.
+Nothing runs beside timed work: no sampling thread. Host peak RSS is the kernel's own high-water
+mark, reset per pass where Linux allows it (`/proc/self/clear_refs`, then `VmHWM`); the device
+peaks are the caching allocator's counters. Both are read after the pass. NVML's view of the
+device is read at untimed moments the measuring code chooses (`MemoryMonitor.sample`: between
+epochs, after the rounds) and at the end; while the case's tensors are alive the allocator keeps its
+blocks, so the reading at the end sees the pass's reserved memory. Where the kernel's mark cannot be
+reset (not Linux), host RSS is read at those same moments: a lower bound, said in `host_peak_source`.
 
-Peak memory means three different things on a GPU, and each has its own field:
-* `device_peak_allocated_bytes`: live tensors at their peak (`torch.cuda.max_memory_allocated`);
+Peak memory means different things on a GPU, and each has its own field:
+* `device_peak_allocated_bytes`: live tensors at their peak (`torch.cuda.max_memory_allocated`),
+  and `device_baseline_allocated_bytes`, what was allocated when the pass started (cuBLAS
+  workspaces and the like, which `empty_cache` does not free): the case's own peak is the difference;
 * `device_peak_reserved_bytes`: what the caching allocator held at its peak (`max_memory_reserved`);
-* `nvml_used_peak_bytes`: the whole device as the driver reports it (all processes, CUDA context
-  included), sampled.
+* `nvml_used_bytes`: the whole device as the driver reports it (all processes, CUDA context included).
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,8 +27,8 @@ import torch
 
 from bench.devices import synchronize
 from bench.env import nvml_handles, nvml_text, uuid_key
+from bench.results import MemoryRecord
 
-SAMPLE_INTERVAL_S = 0.02
 PROC_SELF = Path("/proc/self")
 
 
@@ -50,23 +52,12 @@ def kernel_peak_rss(proc: Path = PROC_SELF) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class MemoryReading:
-    """Bytes measured over one case; None where the machine cannot tell."""
-
-    host_rss_start_bytes: int
-    host_rss_peak_bytes: int
-    device_peak_allocated_bytes: int | None = None
-    device_peak_reserved_bytes: int | None = None
-    nvml_used_peak_bytes: int | None = None
-
-
 class NvmlDevice:
     """The NVML handle of one torch CUDA device (matched by UUID, so CUDA_VISIBLE_DEVICES is respected)."""
 
     def __init__(self, handle: Any, pynvml: Any) -> None:
-        self._handle = handle
-        self._pynvml = pynvml
+        self.handle = handle
+        self.pynvml = pynvml
 
     @classmethod
     def for_torch_device(cls, device: torch.device) -> NvmlDevice | None:
@@ -78,89 +69,100 @@ class NvmlDevice:
 
             pynvml.nvmlInit()
             wanted = uuid_key(torch.cuda.get_device_properties(device).uuid)
-            for handle in nvml_handles(pynvml):
-                if uuid_key(nvml_text(pynvml.nvmlDeviceGetUUID(handle))) == wanted:
-                    return cls(handle, pynvml)
+            handles = nvml_handles(pynvml)
         except Exception:  # no NVML, no driver, an old nvidia-ml-py: memory is reported without it
             return None
+        for handle in handles:
+            try:  # one GPU whose UUID cannot be read must not hide the others
+                if uuid_key(nvml_text(pynvml.nvmlDeviceGetUUID(handle))) == wanted:
+                    return cls(handle, pynvml)
+            except Exception:
+                continue
         return None
 
     def used_bytes(self) -> int | None:
         try:
-            return int(self._pynvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+            return int(self.pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+        except Exception:
+            return None
+
+    def energy_mj(self) -> int | None:
+        """The device's total energy counter in millijoules (Volta and newer), or None."""
+        try:
+            return int(self.pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
         except Exception:
             return None
 
 
 class MemoryMonitor:
-    """Context manager: resets the peaks on entry and reads them on exit.
+    """Context manager around one pass: resets the peaks on entry, reads them on exit. No thread.
 
-    A sampling thread runs only for what has no kernel counter: NVML's device memory, and host RSS
-    where the peak mark cannot be reset. The final readings are taken after the case, so a peak in
-    the last interval is not missed.
+    If reading the device at the end fails (a CUDA error surfacing at the final synchronize) and
+    the pass itself raised nothing, the error is raised: an asynchronous fault must fail the pass,
+    not be saved as `ok`. When the pass already failed, its own error is the one that counts.
     """
 
-    def __init__(self, device: torch.device | str, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+    def __init__(self, device: torch.device | str, proc: Path = PROC_SELF) -> None:
         self.device = torch.device(device)
-        self.interval_s = interval_s
+        self._proc = proc
         self._process = psutil.Process()
         self._nvml = NvmlDevice.for_torch_device(self.device)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._rss_start = 0
-        self._rss_peak = 0
-        self._nvml_peak: int | None = None
-        self._kernel_peak = False
-        self.reading: MemoryReading | None = None
+        self._rss_seen = 0
+        self._nvml_seen: int | None = None
+        self._baseline: int | None = None
+        self.kernel_peak = False
+        self.reading: MemoryRecord | None = None
 
     def __enter__(self) -> MemoryMonitor:
         if self.device.type == "cuda":
             synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        self._rss_start = self._rss_peak = self._process.memory_info().rss
-        self._kernel_peak = reset_peak_rss()
-        self._sample()
-        if self._nvml is not None or not self._kernel_peak:
-            self._thread = threading.Thread(target=self._run, name="bench-memory-sampler", daemon=True)
-            self._thread.start()
+            self._baseline = int(torch.cuda.memory_allocated(self.device))
+        self._rss_start = self._rss_seen = self._process.memory_info().rss
+        self.kernel_peak = reset_peak_rss(self._proc)
+        self.sample()
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        allocated = reserved = None
-        if self.device.type == "cuda":
+    def sample(self) -> None:
+        """Reads what has no counter (NVML; host RSS without the kernel's mark). Call only outside timed work."""
+        if not self.kernel_peak:
             try:
-                synchronize(self.device)
-                allocated = int(torch.cuda.max_memory_allocated(self.device))
-                reserved = int(torch.cuda.max_memory_reserved(self.device))
-            except RuntimeError:  # a failed case may leave the device unusable; keep what was sampled
-                pass
-        self._sample()
-        if self._kernel_peak:
-            self._rss_peak = max(self._rss_peak, kernel_peak_rss() or 0)
-        self.reading = MemoryReading(
-            host_rss_start_bytes=self._rss_start,
-            host_rss_peak_bytes=self._rss_peak,
-            device_peak_allocated_bytes=allocated,
-            device_peak_reserved_bytes=reserved,
-            nvml_used_peak_bytes=self._nvml_peak,
-        )
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
-
-    def _sample(self) -> None:
-        if not self._kernel_peak:
-            try:
-                self._rss_peak = max(self._rss_peak, self._process.memory_info().rss)
+                self._rss_seen = max(self._rss_seen, self._process.memory_info().rss)
             except psutil.Error:
                 pass
         if self._nvml is not None:
             used = self._nvml.used_bytes()
             if used is not None:
-                self._nvml_peak = used if self._nvml_peak is None else max(self._nvml_peak, used)
+                self._nvml_seen = used if self._nvml_seen is None else max(self._nvml_seen, used)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            allocated, reserved = self.device_peaks()
+        except RuntimeError:
+            if exc_type is None:
+                raise
+            allocated = reserved = None  # the pass failed already; keep what was read
+        self.sample()
+        rss_peak = self._rss_seen
+        if self.kernel_peak:
+            rss_peak = max(rss_peak, kernel_peak_rss(self._proc) or 0)
+        self.reading = MemoryRecord(
+            host_rss_start_bytes=self._rss_start,
+            host_rss_peak_bytes=rss_peak,
+            device_baseline_allocated_bytes=self._baseline,
+            device_peak_allocated_bytes=allocated,
+            device_peak_reserved_bytes=reserved,
+            nvml_used_bytes=self._nvml_seen,
+        )
+
+    def device_peaks(self) -> tuple[int | None, int | None]:
+        """(peak allocated, peak reserved) of a CUDA device after waiting for it; (None, None) on the CPU."""
+        if self.device.type != "cuda":
+            return None, None
+        synchronize(self.device)
+        return int(torch.cuda.max_memory_allocated(self.device)), int(
+            torch.cuda.max_memory_reserved(self.device)
+        )

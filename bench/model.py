@@ -11,8 +11,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.catalog import CHAPTER_BATCH_SIZE  # noqa: F401 (the chapter's batch size, re-exported)
-
 INPUT_FEATURES = 28 * 28
 HIDDEN_FEATURES = 64
 CLASSES = 10
@@ -41,12 +39,22 @@ class Training:
     optimizer: torch.optim.SGD
     device: torch.device
 
-    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One training step as in the chapter's loop; returns the loss without reading it (no sync)."""
-        self.optimizer.zero_grad()
-        outputs = self.net(inputs.view(-1, INPUT_FEATURES))
-        loss = self.criterion(outputs, labels)
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs.view(-1, INPUT_FEATURES))
+
+    def forward_backward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Gradients of the loss on one batch, computed from none (as `step` does): no accumulation."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.criterion(self.forward(inputs), labels)
         loss.backward()
+        return loss
+
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One training step as in the chapter's loop (zero_grad, forward, loss, backward, SGD step).
+
+        Returns the loss without reading it, so no device wait hides in a timed loop.
+        """
+        loss = self.forward_backward(inputs, labels)
         self.optimizer.step()
         return loss
 

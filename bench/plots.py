@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from bench.catalog import WORKLOADS
+from bench.catalog import MIB, WORKLOADS, dataset_display_name
 from bench.errors import UsageError
 from bench.results import CaseResult, Run
 
 THROUGHPUT_PNG = "throughput.png"
 MEMORY_PNG = "memory.png"
-MIB = 2**20
 
 
 def require_matplotlib() -> None:
@@ -29,11 +28,22 @@ def require_matplotlib() -> None:
         ) from None
 
 
+def line_label(case: CaseResult, with_workload: bool = False) -> str:
+    """`cpu [resident] · compile`: everything that tells a case's line apart within a panel."""
+    label = f"{case.workload} · {case.device}" if with_workload else case.device
+    if case.loader:
+        label += f" [{case.loader}]"
+    for text, shown in ((case.mode, case.mode != "eager"), (f"{case.threads} threads", case.threads),
+                        (f"{case.world_size} processes", case.world_size != 1)):  # fmt: skip
+        if shown:
+            label += f" · {text}"
+    return label
+
+
 def _series(cases: list[CaseResult]) -> dict[str, list[CaseResult]]:
     lines: dict[str, list[CaseResult]] = defaultdict(list)
     for case in cases:
-        label = case.device + (f" [{case.loader}]" if case.loader and case.workload == "epoch" else "")
-        lines[label].append(case)
+        lines[line_label(case)].append(case)
     return {label: sorted(points, key=lambda c: c.batch_size) for label, points in sorted(lines.items())}
 
 
@@ -46,8 +56,8 @@ def draw_plots(run: Run, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     workloads = [w for w in WORKLOADS if any(c.workload == w for c in run.cases)]
-    title = f"run {run.run_id} · {run.dataset.get('name')}" + (
-        " (SYNTHETIC)" if run.dataset.get("synthetic") else ""
+    title = f"run {run.run_id} · " + (
+        "SYNTHETIC data" if run.dataset.synthetic else dataset_display_name(run.dataset.name)
     )
     if run.partial:
         title += " · PARTIAL"
@@ -82,24 +92,18 @@ def draw_plots(run: Run, folder: Path) -> list[Path]:
 
     fields = [
         ("host_rss_peak_bytes", "host peak RSS (MiB)"),
-        ("device_peak_allocated_bytes", "device peak allocated (MiB)"),
+        ("own_device_peak_bytes", "device peak, own: above the baseline (MiB)"),
     ]
     figure, axes = plt.subplots(1, len(fields), figsize=(6 * len(fields), 4), squeeze=False)
     for axis, (name, label) in zip(axes.flat, fields, strict=True):
-        by_line: dict[str, list[CaseResult]] = defaultdict(list)
+        by_line: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for case in run.cases:
-            if getattr(case, name) is not None:
-                by_line[
-                    f"{case.workload} · {case.device}" + (f" [{case.loader}]" if case.loader else "")
-                ].append(case)
+            value = case.own_device_peak_bytes if name == "own_device_peak_bytes" else case.peak(name)
+            if value is not None:
+                by_line[line_label(case, with_workload=True)].append((case.batch_size, value))
         for line, points in sorted(by_line.items()):
-            points.sort(key=lambda c: c.batch_size)
-            axis.plot(
-                [c.batch_size for c in points],
-                [getattr(c, name) / MIB for c in points],
-                marker=".",
-                label=line,
-            )
+            points.sort()
+            axis.plot([b for b, _ in points], [v / MIB for _, v in points], marker=".", label=line)
         axis.set_title(label)
         if not by_line:
             axis.text(0.5, 0.5, "no GPU in this run", ha="center", va="center", transform=axis.transAxes)

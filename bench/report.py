@@ -1,7 +1,9 @@
 """Results -> tables for people (Markdown, console) and rows for machines (CSV). Never measures.
 
-Everything shown is derived here from the raw samples and bytes in results.json, so `bench report`
-re-renders a run (finished or partial) exactly as `bench run` rendered it.
+Everything shown is derived here from the pass records in results.json, so `bench report`
+re-renders a run (finished or partial) exactly as `bench run` rendered it. Rows are the case's
+dimensions (workload, loader, device, and mode, threads or processes where the run varies them),
+columns its batch sizes.
 """
 
 from __future__ import annotations
@@ -10,26 +12,30 @@ import csv
 import io
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-from bench import env as envmod
-from bench.catalog import WORKLOADS
+from bench.catalog import EPOCHS, MIB, RUNS, WORKLOADS, dataset_display_name, workload
 from bench.check import CheckReport
-from bench.results import CaseResult, Run, write_atomic
-from bench.stats import NOISY_SPREAD
+from bench.plan import CaseKey
+from bench.results import CaseResult, PassRecord, Run, write_atomic
+from bench.stats import NOISY_SPREAD, QUARTILE_METHOD
 
 SUMMARY_FILE = "summary.md"
 CSV_FILE = "results.csv"
 NOISY_MARK = " ~"
-STATUS_CELL = {"oom": "OOM", "error": "error"}
-MIB = 2**20
+STATUS_CELL = {"oom": "OOM", "error": "error", "skipped": "skipped", "invalid": "invalid"}
+# dimensions beyond workload, loader and device that get a column when a run varies them
+EXTRA_DIMENSIONS = (("mode", "mode", "eager"), ("threads", "threads", None), ("world_size", "processes", 1))
+
+Cases = dict[CaseKey, CaseResult]
 
 
-# --- units for people ---------------------------------------------------------------------------
+# --- units for people ------------------------------------------------------------------------------
 
 
 def fmt_rate(value: float | None) -> str:
@@ -43,12 +49,16 @@ def fmt_rate(value: float | None) -> str:
 
 
 def fmt_seconds(value: float | None) -> str:
-    """Milliseconds below a second (`0.152 ms`, `15.2 ms`), seconds above (`15.4 s`)."""
-    if value is None:
+    """Three significant digits in a unit that fits: `41 ns`, `8.2 µs`, `0.152 ms`... `15.4 s`."""
+    if value is None or not math.isfinite(value):
         return "–"
-    if value < 1:
+    if value >= 1:
+        return f"{value:.3g} s"
+    if value >= 1e-4:
         return f"{value * 1e3:.3g} ms"
-    return f"{value:.3g} s"
+    if value >= 1e-7:
+        return f"{value * 1e6:.3g} µs"
+    return f"{value * 1e9:.3g} ns"
 
 
 def fmt_mib(value: int | None) -> str:
@@ -56,104 +66,128 @@ def fmt_mib(value: int | None) -> str:
 
 
 def fmt_percent(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
+    return "–" if value is None or not math.isfinite(value) else f"{value * 100:.1f}%"
 
 
 def fmt_ratio(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}x"
+    return "–" if value is None or not math.isfinite(value) else f"{value:.2f}x"
+
+
+def status_cell(case: CaseResult) -> str:
+    return STATUS_CELL.get(case.status, case.status)
 
 
 def rate_cell(case: CaseResult | None) -> str:
-    """A throughput cell: the number, `~` when noisy, or OOM/error: never a number for a failure."""
+    """A throughput cell: the number, `~` when noisy, or OOM/error/skipped/invalid: never a number for those."""
     if case is None:
         return ""
     if not case.ok:
-        return STATUS_CELL.get(case.status, case.status)
-    mark = NOISY_MARK if case.noisy else ""
-    return fmt_rate(case.samples_per_s) + mark
+        return status_cell(case)
+    return fmt_rate(case.samples_per_s) + (NOISY_MARK if case.noisy else "")
 
 
-# --- derived values -----------------------------------------------------------------------------
+# --- facts from env, read defensively (a results file may have been edited by hand) ---------------
 
 
-def index_cases(run: Run) -> dict[tuple[str, str, int, str | None], CaseResult]:
-    return {(c.workload, c.device, c.batch_size, c.loader): c for c in run.cases}
+def fact(env: Any, *path: str) -> Any:
+    """The value at `path` in nested dicts, or None where a level is missing or not a dict."""
+    value = env
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def fact_text(env: Any, *path: str, missing: str = "?") -> str:
+    value = fact(env, *path)
+    return missing if value is None or isinstance(value, (dict, list)) else str(value)
+
+
+def fact_number(env: Any, *path: str) -> float | None:
+    value = fact(env, *path)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def environment_line(env: Any) -> str:
+    """One line for table headers: torch build, CPU, threads, GPUs."""
+    devices = fact(env, "cuda", "devices")
+    names = [fact_text(d, "name") for d in devices] if isinstance(devices, list) else []
+    image = fact(env, "container", "image")
+    where = f"; container image {image}" if isinstance(image, str) else ""
+    return (
+        f"torch {fact_text(env, 'torch', 'version')} ({fact_text(env, 'torch', 'build')}), "
+        f"torchvision {fact_text(env, 'torchvision', 'version', missing='unavailable')}, "
+        f"Python {fact_text(env, 'python', 'version')}; CPU {fact_text(env, 'cpu', 'model')} "
+        f"({fact_text(env, 'cpu', 'usable_cpus')} usable CPUs, {fact_text(env, 'cpu', 'torch_threads')} torch "
+        f"threads); GPUs: {', '.join(names) or 'none'}{where}"
+    )
+
+
+# --- derived values ----------------------------------------------------------------------------------
+
+
+def index_cases(run: Run) -> Cases:
+    return {case.key: case for case in run.cases}
 
 
 def data_share(case: CaseResult) -> float | None:
-    """Share of epoch time spent waiting for batches (epoch cases), summed over all timed epochs."""
-    data = case.details.get("data_seconds")
-    if not case.ok or not data or not case.samples_s:
+    """Share of epoch time spent waiting for batches, over every timed epoch that recorded it."""
+    if not case.ok:
         return None
-    return sum(data) / sum(case.samples_s)
+    records = [r for r in case.passes if r.data_seconds is not None]
+    total = sum(sum(r.samples_s) for r in records)
+    return sum(sum(r.data_seconds or []) for r in records) / total if total else None
 
 
-def epoch_vs_steps(
-    case: CaseResult, cases: dict[tuple[str, str, int, str | None], CaseResult]
-) -> float | None:
-    """Epoch time over the time of as many `train_step`s (one per batch) measured in this run.
+def data_timers(case: CaseResult) -> set[str]:
+    return {r.data_timer for r in case.passes if r.data_timer}
+
+
+def steps_per_epoch(case: CaseResult) -> float | None:
+    """An epoch in train_step units: its samples over the batch size, so a ragged last batch counts by its size."""
+    return case.samples_per_unit / case.batch_size if case.samples_per_unit else None
+
+
+def paired_epoch_ratios(epoch: CaseResult, step: CaseResult) -> list[float]:
+    """Per epoch: its seconds over as many train_steps (their mean) as measured in the same pass."""
+    steps = steps_per_epoch(epoch)
+    step_means = {r.index: statistics.fmean(r.samples_s) for r in step.passes}
+    if not steps:
+        return []
+    return [
+        seconds / (steps * step_means[record.index])
+        for record in epoch.passes
+        if record.index in step_means
+        for seconds in record.samples_s
+    ]
+
+
+def epoch_vs_steps(case: CaseResult, cases: Cases) -> float | None:
+    """Epoch time over the time of as many `train_step`s (one per batch, the last by its size).
 
     The steps enter with their mean, not their median: an epoch's time is a sum that includes every
-    stall of the machine, and so is a mean; a median of short rounds leaves stalls out (on a shared
-    2-core VM that alone moved this ratio by 10-20%). Where both cases record their passes, each
-    epoch is set against the steps of its own pass and the median of those per-epoch ratios is
-    returned, so a slow stretch of the machine that hits one pass does not decide the ratio; results
-    without pass records (older files) get the epochs' median over the mean of all the steps.
+    stall of the machine, and so is a mean. Each epoch is set against the steps of its own pass and
+    the median of those ratios is returned, so a slow stretch of the machine that hits one pass does
+    not decide it; where no pass pairs up, the epochs' median over the mean of all the steps.
     """
-    step = cases.get(("train_step", case.device, case.batch_size, None))
-    steps = case.details.get("batches_per_epoch")
-    if not case.ok or step is None or not step.ok or not steps or not step.samples_s or not case.median_s:
+    step = cases.get(replace(case.key, workload="train_step", loader=None))
+    steps = steps_per_epoch(case)
+    if not case.ok or step is None or not step.ok or not steps or not case.median_s:
         return None
-    paired = paired_epoch_ratios(case, step, steps)
+    paired = paired_epoch_ratios(case, step)
     if paired:
         return statistics.median(paired)
     return case.median_s / (steps * statistics.fmean(step.samples_s))
 
 
-def _int_list(value: Any) -> list[int] | None:
-    if isinstance(value, list) and all(
-        isinstance(item, int) and not isinstance(item, bool) for item in value
-    ):
-        return value
-    return None
-
-
-def paired_epoch_ratios(epoch: CaseResult, step: CaseResult, steps: int) -> list[float]:
-    """Per epoch: its seconds over `steps` times the train_step mean of the same pass.
-
-    Empty when the two cases do not both carry consistent pass records (`pass_index`, and for the
-    steps `pass_rounds`, which splits `samples_s` back into its passes).
-    """
-    step_passes = _int_list(step.details.get("pass_index"))
-    rounds = _int_list(step.details.get("pass_rounds"))
-    epoch_passes = _int_list(epoch.details.get("pass_index"))
-    if step_passes is None or rounds is None or epoch_passes is None:
-        return []
-    if len(step_passes) != len(rounds) or sum(rounds) != len(step.samples_s):
-        return []
-    if len(epoch_passes) != len(epoch.samples_s):
-        return []
-    step_means: dict[int, float] = {}
-    start = 0
-    for index, count in zip(step_passes, rounds, strict=True):
-        if count > 0:
-            step_means[index] = statistics.fmean(step.samples_s[start : start + count])
-        start += count
-    return [
-        seconds / (steps * step_means[index])
-        for index, seconds in zip(epoch_passes, epoch.samples_s, strict=True)
-        if step_means.get(index)
-    ]
-
-
-def time_to_target(case: CaseResult) -> tuple[int | None, float | None]:
-    """(epochs, training seconds) until test accuracy first reaches the target; (None, None) if never."""
-    target = case.details.get("target_accuracy")
-    if not case.ok or target is None or not case.test_accuracy:
-        return None, None
+def run_time_to_target(record: PassRecord, target: float) -> tuple[int | None, float | None]:
+    """(epochs, training seconds) until a run's test accuracy first reaches `target`; (None, None) if never."""
     elapsed = 0.0
     for epoch, (seconds, accuracy) in enumerate(
-        zip(case.samples_s, case.test_accuracy, strict=False), start=1
+        zip(record.samples_s, record.test_accuracy or [], strict=False), 1
     ):
         elapsed += seconds
         if accuracy >= target:
@@ -161,14 +195,31 @@ def time_to_target(case: CaseResult) -> tuple[int | None, float | None]:
     return None, None
 
 
-def speedup(case: CaseResult, cases: dict[tuple[str, str, int, str | None], CaseResult]) -> float | None:
-    cpu = cases.get((case.workload, "cpu", case.batch_size, case.loader))
+def time_to_target(case: CaseResult, target: float) -> tuple[int, list[float | None]]:
+    """How many training runs reached `target`, and each run's training seconds to it (None: never)."""
+    times = [run_time_to_target(record, target)[1] for record in case.runs]
+    return sum(t is not None for t in times), times
+
+
+def median_time_to_target(case: CaseResult, target: float) -> float | None:
+    """The median over the runs that reached the target; the others are counted, not hidden."""
+    reached = [t for t in time_to_target(case, target)[1] if t is not None]
+    return statistics.median(reached) if reached else None
+
+
+def median_accuracy_per_epoch(case: CaseResult) -> list[float]:
+    curves = [r.test_accuracy for r in case.runs if r.test_accuracy]
+    return [statistics.median(values) for values in zip(*curves, strict=False)] if curves else []
+
+
+def speedup(case: CaseResult, cases: Cases) -> float | None:
+    cpu = cases.get(replace(case.key, device="cpu", threads=None))
     if not case.ok or cpu is None or not cpu.ok or not cpu.samples_per_s or not case.samples_per_s:
         return None
     return case.samples_per_s / cpu.samples_per_s
 
 
-# --- tables -------------------------------------------------------------------------------------
+# --- tables ------------------------------------------------------------------------------------------
 
 
 def _ordered(values: Iterable[Any], order: Sequence[Any] = ()) -> list[Any]:
@@ -186,189 +237,205 @@ def _batch_sizes(run: Run) -> list[int]:
     return sorted({c.batch_size for c in run.cases})
 
 
-def _row_keys(run: Run) -> list[tuple[str, str | None, str]]:
-    keys = {(c.workload, c.loader, c.device) for c in run.cases}
+def _varied(run: Run) -> list[tuple[str, str, Any]]:
+    """The extra dimensions this run varies (mode, threads, processes): they get a column."""
+    return [dim for dim in EXTRA_DIMENSIONS if any(getattr(c, dim[0]) != dim[2] for c in run.cases)]
+
+
+def _case_order(run: Run) -> Callable[[CaseResult], tuple[Any, ...]]:
     devices = _devices(run)
-    return sorted(
-        keys,
-        key=lambda k: (WORKLOADS.index(k[0]) if k[0] in WORKLOADS else 99, k[1] or "", devices.index(k[2])),
+    modes = list(run.options.modes)
+    return lambda c: (
+        WORKLOADS.index(c.workload) if c.workload in WORKLOADS else 99,
+        c.loader or "",
+        devices.index(c.device),
+        c.threads or 0,
+        c.world_size,
+        modes.index(c.mode) if c.mode in modes else len(modes),
+        c.batch_size,
     )
 
 
-def throughput_table(run: Run, fmt: str = "github") -> str:
+def _dimension_cells(case: CaseResult, varied: list[tuple[str, str, Any]]) -> list[str]:
+    cells = []
+    for name, _header, default in varied:
+        value = getattr(case, name)
+        cells.append("default" if value is None and default is None else str(value))
+    return cells
+
+
+def grid(
+    run: Run,
+    cell: Callable[[CaseResult], str],
+    include: Callable[[CaseResult], bool] = lambda case: True,
+    fmt: str = "github",
+) -> str:
+    """One row per workload, loader, device (and varied dimension), one column per batch size."""
+    varied = _varied(run)
     sizes = _batch_sizes(run)
-    cases = index_cases(run)
-    rows = []
-    for workload, loader, device in _row_keys(run):
-        cells = [rate_cell(cases.get((workload, device, size, loader))) for size in sizes]
-        rows.append([workload, loader or "", device, *cells])
-    headers = ["workload", "loader", "device", *[f"batch {size}" for size in sizes]]
-    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+    rows: dict[tuple[Any, ...], list[str]] = {}
+    for case in sorted((c for c in run.cases if include(c)), key=_case_order(run)):
+        row = rows.setdefault(
+            (case.workload, case.loader, case.device, *[getattr(case, d[0]) for d in varied]),
+            [case.workload, case.loader or "–", case.device, *_dimension_cells(case, varied)]
+            + [""] * len(sizes),
+        )
+        row[3 + len(varied) + sizes.index(case.batch_size)] = cell(case)
+    headers = ["workload", "loader", "device", *[d[1] for d in varied], *[f"batch {s}" for s in sizes]]
+    return tabulate(list(rows.values()), headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def throughput_table(run: Run, fmt: str = "github") -> str:
+    return grid(run, rate_cell, fmt=fmt)
 
 
 def speedup_table(run: Run, fmt: str = "github") -> str | None:
-    devices = [d for d in _devices(run) if d != "cpu"]
-    if not devices or "cpu" not in _devices(run):
+    if "cpu" not in _devices(run) or all(d == "cpu" for d in _devices(run)):
         return None
-    sizes = _batch_sizes(run)
     cases = index_cases(run)
-    rows = []
-    for workload, loader, device in _row_keys(run):
-        if device == "cpu":
-            continue
-        cells = []
-        for size in sizes:
-            case = cases.get((workload, device, size, loader))
-            cells.append(
-                "" if case is None else (fmt_ratio(speedup(case, cases)) if case.ok else rate_cell(case))
-            )
-        rows.append([workload, loader or "", device, *cells])
-    headers = ["workload", "loader", "device", *[f"batch {size}" for size in sizes]]
-    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+    return grid(
+        run,
+        lambda case: fmt_ratio(speedup(case, cases)) if case.ok else rate_cell(case),
+        include=lambda case: case.device != "cpu",
+        fmt=fmt,
+    )
 
 
 def epoch_table(run: Run, fmt: str = "github") -> str | None:
-    cases = index_cases(run)
-    epochs = [c for c in run.cases if c.workload == "epoch"]
+    epochs = [c for c in run.cases if workload(c.workload).timing == EPOCHS]
     if not epochs:
         return None
+    cases, varied = index_cases(run), _varied(run)
     rows = []
-    for case in sorted(epochs, key=lambda c: (c.loader or "", _devices(run).index(c.device), c.batch_size)):
+    for case in sorted(epochs, key=_case_order(run)):
+        start = [case.loader, case.device, *_dimension_cells(case, varied), case.batch_size]
         if not case.ok:
-            rows.append([case.loader, case.device, case.batch_size, rate_cell(case), "", "", "", "", case.n])
+            rows.append([*start, rate_cell(case), "", "", "", "", "", case.n])
             continue
         rows.append(
             [
-                case.loader,
-                case.device,
-                case.batch_size,
+                *start,
                 fmt_seconds(case.median_s),
                 rate_cell(case),
                 fmt_percent(data_share(case)),
+                ", ".join(sorted(data_timers(case))),
                 fmt_ratio(epoch_vs_steps(case, cases)),
                 fmt_percent(case.spread),
                 case.n,
             ]
         )
-    headers = [
-        "loader",
-        "device",
-        "batch",
-        "s/epoch",
-        "samples/s",
-        "data share",
-        "vs train_steps",
-        "spread",
-        "n",
-    ]
+    headers = ["loader", "device", *[d[1] for d in varied], "batch", "s/epoch", "samples/s", "data share",
+               "data timed by", "vs train_steps", "spread", "n"]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
 def train_table(run: Run, fmt: str = "github") -> str | None:
-    trains = [c for c in run.cases if c.workload == "train"]
+    trains = [c for c in run.cases if workload(c.workload).timing == RUNS]
     if not trains:
         return None
+    target = run.options.target_accuracy
+    synthetic = run.dataset.synthetic
+    varied = _varied(run)
     rows = []
-    for case in sorted(trains, key=lambda c: (_devices(run).index(c.device), c.batch_size)):
+    for case in sorted(trains, key=_case_order(run)):
+        start = [case.device, *_dimension_cells(case, varied), case.batch_size, case.loader]
         if not case.ok:
-            rows.append([case.device, case.batch_size, case.loader, rate_cell(case), "", "", "", "", ""])
+            rows.append([*start, rate_cell(case), *[""] * 8])
             continue
-        epochs, seconds = time_to_target(case)
-        target = case.details.get("target_accuracy")
-        reached = f"epoch {epochs}, {fmt_seconds(seconds)}" if epochs else "not reached"
-        accuracies = " ".join(f"{value * 100:.1f}" for value in case.test_accuracy or [])
+        reached, times = time_to_target(case, target)
+        epochs = len(case.runs[0].samples_s) if case.runs else 0
+        if synthetic:
+            accuracy, reached_text, per_run, median_text, curve = (
+                "not meaningful",
+                "–",
+                "–",
+                "–",
+                "synthetic data",
+            )
+        else:
+            accuracy = fmt_percent(case.final_accuracy)
+            reached_text = f"{reached} of {len(times)}"
+            per_run = ", ".join("not reached" if t is None else fmt_seconds(t) for t in times)
+            median_text = fmt_seconds(median_time_to_target(case, target))
+            curve = " ".join(f"{value * 100:.1f}" for value in median_accuracy_per_epoch(case))
         rows.append(
             [
-                case.device,
-                case.batch_size,
-                case.loader,
-                len(case.samples_s),
-                fmt_percent(case.final_accuracy),
-                f"{fmt_percent(target)}: {reached}",
-                fmt_seconds(sum(case.samples_s)),
+                *start,
+                epochs,
+                accuracy,
+                reached_text,
+                median_text,
+                per_run,
+                fmt_seconds(statistics.median(sum(r.samples_s) for r in case.runs)),
                 rate_cell(case),
-                accuracies,
+                curve,
             ]
         )
     headers = [
-        "device",
-        "batch",
-        "loader",
-        "epochs",
-        "final acc",
-        "target: reached at",
-        "train time",
-        "samples/s",
-        "test acc % per epoch",
-    ]
+        "device", *[d[1] for d in varied], "batch", "loader", "epochs", "final acc (median)",
+        f"runs reaching {target:.0%}", "time to target (median)", "time to target per run",
+        "train time (median)", "samples/s", "test acc % per epoch (median over runs)",
+    ]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
 def memory_table(run: Run, fmt: str = "github") -> str:
+    varied = _varied(run)
     rows = []
     for case in sorted(run.cases, key=_case_order(run)):
-        delta = None
-        if case.host_rss_peak_bytes is not None and case.host_rss_start_bytes is not None:
-            delta = case.host_rss_peak_bytes - case.host_rss_start_bytes
+        start, peak = case.peak("host_rss_start_bytes"), case.peak("host_rss_peak_bytes")
+        growth = max(
+            (r.memory.host_rss_peak_bytes - r.memory.host_rss_start_bytes for r in case.passes if r.memory),
+            default=None,
+        )
         rows.append(
             [
                 case.workload,
-                case.loader or "",
+                case.loader or "–",
                 case.device,
+                *_dimension_cells(case, varied),
                 case.batch_size,
-                fmt_mib(case.host_rss_peak_bytes),
-                fmt_mib(delta),
-                fmt_mib(case.device_peak_allocated_bytes),
-                fmt_mib(case.device_peak_reserved_bytes),
-                fmt_mib(case.nvml_used_peak_bytes),
+                fmt_mib(peak if start is not None else None),
+                fmt_mib(growth),
+                fmt_mib(case.own_device_peak_bytes),
+                fmt_mib(case.peak("device_peak_allocated_bytes")),
+                fmt_mib(case.peak("device_peak_reserved_bytes")),
+                fmt_mib(case.peak("nvml_used_bytes")),
             ]
         )
     headers = [
-        "workload",
-        "loader",
-        "device",
-        "batch",
-        "host peak RSS MiB",
-        "host growth MiB",
-        "device peak allocated MiB",
-        "device peak reserved MiB",
-        "NVML used MiB",
-    ]
+        "workload", "loader", "device", *[d[1] for d in varied], "batch", "host peak RSS MiB",
+        "host growth MiB", "device peak, own MiB", "device peak allocated MiB",
+        "device peak reserved MiB", "NVML used MiB",
+    ]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
 def cases_table(run: Run, fmt: str = "github") -> str:
+    varied = _varied(run)
     rows = []
     for case in sorted(run.cases, key=_case_order(run)):
-        noisy = "noisy" if case.noisy else ""
+        status = case.status if case.ok else f"{status_cell(case)}: {_short(case.error)}"
+        if case.failed_passes:
+            status += f" ({len(case.failed_passes)} later pass(es) failed)"
         rows.append(
             [
                 case.workload,
-                case.loader or "",
+                case.loader or "–",
                 case.device,
+                *_dimension_cells(case, varied),
                 case.batch_size,
-                case.status
-                if case.ok
-                else f"{STATUS_CELL.get(case.status, case.status)}: {_short(case.error)}",
+                status,
                 fmt_seconds(case.median_s),
                 fmt_percent(case.spread),
-                noisy,
+                "noisy" if case.noisy else "",
                 case.n or "",
+                len(case.passes) or "",
                 fmt_rate(case.samples_per_s) if case.ok else "",
             ]
         )
-    headers = [
-        "workload",
-        "loader",
-        "device",
-        "batch",
-        "status",
-        "median",
-        "spread (IQR/median)",
-        "",
-        "n",
-        "samples/s",
-    ]
+    headers = ["workload", "loader", "device", *[d[1] for d in varied], "batch", "status", "median",
+               "spread (IQR/median)", "noisy", "n", "passes", "samples/s"]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
@@ -377,64 +444,81 @@ def _short(text: str | None, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _case_order(run: Run) -> Any:
-    devices = _devices(run)
-    return lambda c: (
-        WORKLOADS.index(c.workload) if c.workload in WORKLOADS else 99,
-        c.loader or "",
-        devices.index(c.device),
-        c.batch_size,
-    )
+# --- whole documents -----------------------------------------------------------------------------
 
 
-# --- whole documents ----------------------------------------------------------------------------
+def header_lines(run: Run, markup: bool = True) -> list[str]:
+    """What every rendering starts with: state, dataset (synthetic said loudly), environment, command.
 
+    `markup=False` gives the same lines for a terminal: no Markdown emphasis or code marks.
+    """
 
-def header_lines(run: Run) -> list[str]:
-    """What every rendering starts with: state, dataset (synthetic said loudly), environment, command."""
+    def strong(text: str) -> str:
+        return f"**{text}**" if markup else text
+
+    def code(text: str) -> str:
+        return f"`{text}`" if markup else text
+
     dataset = run.dataset
     lines = []
-    finished = len(run.cases)
     if run.partial:
         lines.append(
-            f"**PARTIAL RUN** ({run.state}): {finished} of {run.planned_cases} planned cases finished; "
-            "the missing cells were never measured."
+            f"{strong('PARTIAL RUN')} ({run.state}): {len(run.cases)} of {run.planned_cases} planned cases "
+            "finished; the missing cells were never measured."
         )
     else:
-        lines.append(f"Complete run: {finished} cases.")
-    name = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "synthetic": "SYNTHETIC"}.get(
-        dataset.get("name", ""), dataset.get("name", "?")
-    )
+        lines.append(f"Complete run: {len(run.cases)} cases.")
+    name = "SYNTHETIC" if dataset.synthetic else dataset_display_name(dataset.name)
     data_line = (
-        f"Dataset: **{name}** ({dataset.get('train_samples', 0):,} training / {dataset.get('test_samples', 0):,} "
-        f"test images) from `{dataset.get('source', '?')}`"
+        f"Dataset: {strong(name)} ({dataset.train_samples:,} training / {dataset.test_samples:,} test images) "
+        f"from {code(dataset.source)}"
     )
-    if dataset.get("synthetic"):
-        data_line += " — **synthetic data: throughput is real, accuracy is not meaningful**"
+    if dataset.synthetic:
+        data_line += " — " + strong("synthetic data: throughput is real, accuracy is not meaningful")
     lines.append(data_line + ".")
-    if dataset.get("note") and not dataset.get("synthetic"):
-        lines.append(f"Note: {dataset['note']}.")
-    elif dataset.get("note") and dataset.get("requested") == "auto":
-        lines.append(f"Why synthetic: {dataset['note']}.")
-    lines.append(f"Environment: {envmod.summary_line(run.env)}.")
-    load = run.env.get("load", {})
-    if load.get("loadavg") is not None:
-        busy = (
-            ", ".join(f"{p['name']} ({p['cpu_percent']}%)" for p in load.get("busy_processes", [])) or "none"
+    if dataset.note and not dataset.synthetic:
+        lines.append(f"Note: {dataset.note}.")
+    elif dataset.note and dataset.requested == "auto":
+        lines.append(f"Why synthetic: {dataset.note}.")
+    lines.append(f"Environment: {environment_line(run.env)}.")
+    loadavg = fact(run.env, "load", "loadavg")
+    if isinstance(loadavg, list):
+        busy = fact(run.env, "load", "busy_processes")
+        names = (
+            ", ".join(f"{fact_text(p, 'name')} ({fact_text(p, 'cpu_percent')}%)" for p in busy)
+            if isinstance(busy, list)
+            else ""
         )
         lines.append(
-            f"Load at start: {' '.join(str(x) for x in load['loadavg'])} (1/5/15 min); other busy processes: {busy}."
+            f"Load at start: {' '.join(map(str, loadavg))} (1/5/15 min); other busy processes: {names or 'none'}."
         )
-    during = run.env.get("during_run", {})
-    if during.get("steal_percent") is not None:
+    steal = fact_number(run.env, "during_run", "steal_percent")
+    if steal is not None:
+        end = fact(run.env, "during_run", "loadavg_end")
         lines.append(
-            f"During the run: the hypervisor took {during['steal_percent']:.1f}% of CPU time (steal); "
-            f"load average at the end {' '.join(str(x) for x in during.get('loadavg_end', []))}."
+            f"During the run: the hypervisor took {steal:.1f}% of CPU time (steal); load average at the end "
+            f"{' '.join(map(str, end)) if isinstance(end, list) else '?'}."
         )
-    command = run.env.get("command_line")
-    if command:
-        lines.append(f"Command: `{command}`; run {run.run_id}, started {run.created}.")
+    lines.append(f"Timing: {timing_text(run.env)}.")
+    command = fact(run.env, "command_line")
+    if isinstance(command, str):
+        lines.append(f"Command: {code(command)}; run {run.run_id}, started {run.created}.")
     return lines
+
+
+def timing_text(env: Any) -> str:
+    """How this run timed its work, as it recorded it (older files did not record it: said so)."""
+    policy = fact(env, "timing", "gc")
+    overheads = fact(env, "timing", "clock_overhead_s")
+    rounds = fact(env, "timing", "min_round_s")
+    if not isinstance(policy, str) or not isinstance(overheads, dict) or not isinstance(rounds, dict):
+        return "not recorded (a results file from before torch-bench recorded its timing policy)"
+    reads = [
+        f"{device} {fmt_seconds(fact_number(overheads, device))} per read, rounds of at least "
+        f"{fmt_seconds(fact_number(rounds, device))}"
+        for device in overheads
+    ]
+    return f"{policy}; device clock: {'; '.join(reads)} (the clock stays under 1% of a round)"
 
 
 def summary_markdown(run: Run) -> str:
@@ -442,8 +526,9 @@ def summary_markdown(run: Run) -> str:
     parts += [
         "## Throughput (samples/s, higher is better)",
         "",
-        f"Cells marked `~` are noisy (spread IQR/median above {NOISY_SPREAD:.0%}); OOM and error cells "
-        "were attempted and failed (see All cases).",
+        f"Cells marked `~` are noisy (spread IQR/median above {NOISY_SPREAD:.0%}; quartiles are "
+        f"{QUARTILE_METHOD}); OOM, error, skipped and invalid cells were attempted and are explained in "
+        "All cases.",
         "",
         throughput_table(run),
         "",
@@ -456,82 +541,85 @@ def summary_markdown(run: Run) -> str:
         parts += [
             "## Epochs (one full pass over the training set)",
             "",
-            "`data share`: time the loop spent waiting for the loader's next batch. `vs train_steps`: epoch "
-            "time over the time of one `train_step` per batch (their mean) measured in the same pass of "
-            "this run, the median over the epochs (1.00x = the data path costs nothing).",
+            "`data share`: time the loop spent waiting for the loader's next batch (`host clock`: wall time on "
+            "the host; `cuda events`: GPU time of the resident loader's gather). `vs train_steps`: epoch time "
+            "over the time of as many `train_step`s (their mean, the ragged last batch counted by its size) "
+            "measured in the same pass, the median over the epochs (1.00x = the data path costs nothing).",
             "",
             epochs,
             "",
         ]
     train = train_table(run)
     if train:
-        parts += ["## Training to accuracy (the chapter's run)", "", train, ""]
-    parts += ["## Memory (peak per case)", "", memory_table(run), ""]
+        parts += [
+            "## Training to accuracy (the chapter's run)",
+            "",
+            "Each training run starts from its own seed (weights and shuffling); a run that never reaches "
+            "the target has no time to target and is counted, not hidden.",
+            "",
+            train,
+            "",
+        ]
+    parts += [
+        "## Memory (peak per case, largest over its passes)",
+        "",
+        "`device peak, own`: the case's peak of live tensors above what was allocated when it started "
+        "(cuBLAS workspaces and the like); `device peak allocated`: the same peak, absolute.",
+        "",
+        memory_table(run),
+        "",
+    ]
     parts += ["## All cases", "", cases_table(run), ""]
-    plots = sorted(run.options.get("plots", []))
-    if plots:
-        parts += ["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in plots], ""]
+    if run.plots:
+        parts += ["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in sorted(run.plots)], ""]
     return "\n".join(parts)
 
 
 def console_summary(run: Run) -> str:
-    parts = [*header_lines(run), "", "Throughput (samples/s):", throughput_table(run, fmt="simple")]
-    speed = speedup_table(run, fmt="simple")
-    if speed:
-        parts += ["", "Speedup over the CPU:", speed]
-    epochs = epoch_table(run, fmt="simple")
-    if epochs:
-        parts += ["", "Epochs:", epochs]
-    train = train_table(run, fmt="simple")
-    if train:
-        parts += ["", "Training:", train]
+    parts = [
+        *header_lines(run, markup=False),
+        "",
+        "Throughput (samples/s):",
+        throughput_table(run, fmt="simple"),
+    ]
+    for title, table in (
+        ("Speedup over the CPU:", speedup_table(run, fmt="simple")),
+        ("Epochs:", epoch_table(run, fmt="simple")),
+        ("Training:", train_table(run, fmt="simple")),
+    ):
+        if table:
+            parts += ["", title, table]
     return "\n".join(parts)
 
 
 CSV_COLUMNS = (
-    "workload",
-    "loader",
-    "device",
-    "batch_size",
-    "status",
-    "error",
-    "samples_per_s",
-    "median_s",
-    "iqr_s",
-    "spread",
-    "noisy",
-    "n",
-    "host_rss_start_bytes",
-    "host_rss_peak_bytes",
-    "device_peak_allocated_bytes",
-    "device_peak_reserved_bytes",
-    "nvml_used_peak_bytes",
-    "data_share",
-    "epoch_vs_train_steps",
-    "speedup_vs_cpu",
-    "final_test_accuracy",
-    "epochs_to_target",
-    "seconds_to_target",
-    "dataset",
-    "synthetic",
-    "torch",
-    "run_id",
-)
+    "workload", "loader", "device", "mode", "threads", "world_size", "batch_size", "status", "error",
+    "samples_per_s", "median_s", "iqr_s", "spread", "noisy", "n", "passes", "host_rss_start_bytes",
+    "host_rss_peak_bytes", "device_baseline_allocated_bytes", "device_own_peak_bytes",
+    "device_peak_allocated_bytes", "device_peak_reserved_bytes", "nvml_used_bytes", "data_share",
+    "epoch_vs_train_steps", "speedup_vs_cpu", "final_test_accuracy", "runs", "runs_reaching_target",
+    "median_seconds_to_target", "dataset", "synthetic", "torch", "run_id",
+)  # fmt: skip
 
 
 def csv_text(run: Run) -> str:
     """One row per case in raw units (seconds, bytes, samples/s) for spreadsheets and scripts."""
     cases = index_cases(run)
+    target = run.options.target_accuracy
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for case in sorted(run.cases, key=_case_order(run)):
-        epochs, seconds = time_to_target(case) if case.workload == "train" else (None, None)
+        timing = workload(case.workload).timing
+        trained = timing == RUNS and case.ok and not run.dataset.synthetic
         writer.writerow(
             {
                 "workload": case.workload,
                 "loader": case.loader or "",
                 "device": case.device,
+                "mode": case.mode,
+                "threads": case.threads or "",
+                "world_size": case.world_size,
                 "batch_size": case.batch_size,
                 "status": case.status,
                 "error": case.error or "",
@@ -541,20 +629,24 @@ def csv_text(run: Run) -> str:
                 "spread": case.spread,
                 "noisy": case.noisy,
                 "n": case.n,
-                "host_rss_start_bytes": case.host_rss_start_bytes,
-                "host_rss_peak_bytes": case.host_rss_peak_bytes,
-                "device_peak_allocated_bytes": case.device_peak_allocated_bytes,
-                "device_peak_reserved_bytes": case.device_peak_reserved_bytes,
-                "nvml_used_peak_bytes": case.nvml_used_peak_bytes,
-                "data_share": data_share(case) if case.workload == "epoch" else None,
-                "epoch_vs_train_steps": epoch_vs_steps(case, cases) if case.workload == "epoch" else None,
+                "passes": len(case.passes),
+                "host_rss_start_bytes": case.peak("host_rss_start_bytes"),
+                "host_rss_peak_bytes": case.peak("host_rss_peak_bytes"),
+                "device_baseline_allocated_bytes": case.peak("device_baseline_allocated_bytes"),
+                "device_own_peak_bytes": case.own_device_peak_bytes,
+                "device_peak_allocated_bytes": case.peak("device_peak_allocated_bytes"),
+                "device_peak_reserved_bytes": case.peak("device_peak_reserved_bytes"),
+                "nvml_used_bytes": case.peak("nvml_used_bytes"),
+                "data_share": data_share(case) if timing == EPOCHS else None,
+                "epoch_vs_train_steps": epoch_vs_steps(case, cases) if timing == EPOCHS else None,
                 "speedup_vs_cpu": speedup(case, cases) if case.device != "cpu" else None,
-                "final_test_accuracy": case.final_accuracy,
-                "epochs_to_target": epochs,
-                "seconds_to_target": seconds,
-                "dataset": run.dataset.get("name"),
-                "synthetic": bool(run.dataset.get("synthetic")),
-                "torch": run.env.get("torch", {}).get("version"),
+                "final_test_accuracy": case.final_accuracy if trained else None,
+                "runs": len(case.runs) if timing == RUNS else None,
+                "runs_reaching_target": time_to_target(case, target)[0] if trained else None,
+                "median_seconds_to_target": median_time_to_target(case, target) if trained else None,
+                "dataset": run.dataset.name,
+                "synthetic": run.dataset.synthetic,
+                "torch": fact(run.env, "torch", "version"),
                 "run_id": run.run_id,
             }
         )

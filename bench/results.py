@@ -1,10 +1,16 @@
 """Result records and the run folder: versioned JSON, written atomically after every finished case.
 
-A run folder holds `results.json` (schema below), the raw pytest-benchmark JSON, `results.csv` and
-`summary.md`. `results.json` is rewritten through a temporary file and `os.replace` after each
-case, so a process killed at any moment leaves the previous complete version, never half a file.
+A case keeps one record per pass (`PassRecord`): its own raw samples, how they were timed, its
+memory and energy readings. Median, IQR, spread, samples/s and n are derived from those records
+when shown (`CaseResult` properties), never stored beside them, so they cannot disagree.
 
-Raw samples are stored in seconds and bytes; speeds, units and statistics are derived when shown.
+These dataclasses are the one declaration of the results format (schema version 2): `bench.schema`
+validates files against them with pydantic and generates `results.schema.json` from them. Each
+record also checks its own invariants (`__post_init__`), so a record the harness builds wrongly
+fails where it is built, and a file edited into nonsense fails where it is read.
+
+`results.json` is rewritten through a temporary file and `os.replace` after each case, so a process
+killed at any moment leaves the previous complete version, never half a file.
 """
 
 from __future__ import annotations
@@ -14,161 +20,274 @@ import math
 import os
 import platform
 import secrets
+import statistics
 import tempfile
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from bench.catalog import STEP_WORKLOADS
-from bench.errors import ResultsFileError, UsageError
-from bench.stats import NOISY_SPREAD, Summary, block_medians, summarize
+from bench.catalog import RUNS, WORKLOADS, workload
+from bench.errors import UsageError
+from bench.plan import CaseKey, Options
+from bench.stats import Summary, block_medians, summarize
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULTS_FILE = "results.json"
 PYTEST_BENCHMARK_FILE = "pytest-benchmark.json"
-STATUSES = ("ok", "oom", "error")
+Status = Literal["ok", "oom", "error", "skipped", "invalid"]
+FAILED_STATUSES = ("oom", "error")
+MAX_SAMPLE_S = 1e7  # 115 days: a longer "duration" is a damaged file, not a measurement
+_STRICT = {"allow_inf_nan": False, "extra": "forbid"}  # pydantic's reading of these records
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_seconds(values: list[float] | None, name: str) -> None:
+    if values is not None:
+        _require(all(0 <= v < MAX_SAMPLE_S for v in values), f"{name} must be durations in [0, 1e7) s")
 
 
 @dataclass(frozen=True)
-class CaseKey:
-    """What identifies a case across runs: the cells of the tables and of `compare`."""
+class MemoryRecord:
+    """Bytes measured over one pass of a case; None where the machine cannot tell.
+
+    `device_baseline_allocated_bytes` is what the allocator held when the pass started (cuBLAS
+    workspaces, other cases' leftovers): the case's own peak is the peak above it.
+    """
+
+    host_rss_start_bytes: int
+    host_rss_peak_bytes: int
+    device_baseline_allocated_bytes: int | None = None
+    device_peak_allocated_bytes: int | None = None
+    device_peak_reserved_bytes: int | None = None
+    nvml_used_bytes: int | None = None
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    def __post_init__(self) -> None:
+        values = [v for v in asdict(self).values() if v is not None]
+        _require(all(0 <= v < 2**63 for v in values), "memory figures must be bytes in [0, 2**63)")
+
+
+@dataclass(frozen=True)
+class PassRecord:
+    """What one pass of a case measured. `samples_s` are raw seconds: per call (rounds) or per epoch.
+
+    Rounds: `calls_per_round` and `timer` as pytest-benchmark calibrated them in this pass, and the
+    shortest round it was asked for. Epochs and training runs: per epoch, the seconds spent waiting
+    for data and how they were timed. Training runs: the seed and the test accuracy after each epoch.
+    """
+
+    index: int  # the pass (rounds, epochs) or the training run
+    samples_s: list[float]
+    calls_per_round: int | None = None
+    timer: str | None = None
+    min_round_s: float | None = None
+    data_seconds: list[float] | None = None
+    data_timer: str | None = None  # "host clock" or "cuda events"
+    batches: int | None = None  # per epoch
+    seed: int | None = None
+    test_accuracy: list[float] | None = None
+    mean_loss: list[float | None] | None = None
+    eval_seconds: list[float] | None = None
+    memory: MemoryRecord | None = None
+    wall_s: float | None = None
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    def __post_init__(self) -> None:
+        _require(self.index >= 0, "a pass index is at least 0")
+        _require(len(self.samples_s) >= 1, "a pass holds at least one sample")
+        _require(all(0 < v < MAX_SAMPLE_S for v in self.samples_s), "samples must be durations in (0, 1e7) s")
+        _check_seconds(self.data_seconds, "data_seconds")
+        _check_seconds(self.eval_seconds, "eval_seconds")
+        _require(self.calls_per_round is None or self.calls_per_round >= 1, "calls_per_round is at least 1")
+        _require(self.batches is None or self.batches >= 1, "batches is at least 1")
+        for name in ("data_seconds", "test_accuracy", "mean_loss", "eval_seconds"):
+            values = getattr(self, name)
+            _require(values is None or len(values) == len(self.samples_s), f"{name} has one value per epoch")
+        _require(
+            self.test_accuracy is None or all(0 <= a <= 1 for a in self.test_accuracy),
+            "test_accuracy values are fractions in [0, 1]",
+        )
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.samples_s)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case of the sweep: its identity, its status and one record per pass that measured it."""
 
     workload: str
     device: str
     batch_size: int
     loader: str | None = None
+    mode: str = "eager"
+    threads: int | None = None
+    world_size: int = 1
+    status: Status = "ok"
+    error: str | None = None  # why the case is not ok
+    samples_per_unit: int | None = None  # samples in one timed unit: a call (rounds) or an epoch
+    passes: list[PassRecord] = field(default_factory=list)
+    failed_passes: list[str] = field(default_factory=list)  # later passes that failed after one was ok
 
-    def label(self) -> str:
-        loader = f" [{self.loader}]" if self.loader else ""
-        return f"{self.workload}{loader} · {self.device} · batch {self.batch_size}"
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
+    def __post_init__(self) -> None:
+        _require(self.workload in WORKLOADS, f"workload is one of {', '.join(WORKLOADS)}")
+        _require(self.batch_size >= 1, "batch_size is at least 1")
+        _require(self.world_size >= 1, "world_size is at least 1")
+        _require(
+            self.threads is None or self.threads >= 1, "threads is at least 1 (or null: torch's default)"
+        )
+        if self.status == "ok":
+            _require(len(self.passes) >= 1, "an ok case has at least one pass record")
+            _require(
+                self.samples_per_unit is not None and self.samples_per_unit >= 1,
+                "an ok case has samples_per_unit of at least 1",
+            )
+        else:
+            _require(bool(self.error), f"a case with status {self.status!r} says why in 'error'")
 
-@dataclass(frozen=True)
-class CaseResult:
-    """One measured case. `samples_s` are raw seconds: per call (step workloads) or per epoch."""
-
-    workload: str
-    device: str
-    batch_size: int
-    loader: str | None
-    status: str
-    error: str | None = None
-    samples_per_s: float | None = None
-    median_s: float | None = None
-    iqr_s: float | None = None
-    spread: float | None = None
-    n: int = 0
-    samples_s: list[float] = field(default_factory=list)
-    samples_per_call: int | None = None
-    pass_medians: list[float] | None = None
-    host_rss_start_bytes: int | None = None
-    host_rss_peak_bytes: int | None = None
-    device_peak_allocated_bytes: int | None = None
-    device_peak_reserved_bytes: int | None = None
-    nvml_used_peak_bytes: int | None = None
-    test_accuracy: list[float] | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    wall_s: float | None = None
+    # --- identity and status ---
 
     @property
     def key(self) -> CaseKey:
-        return CaseKey(self.workload, self.device, self.batch_size, self.loader)
+        return CaseKey(
+            self.workload, self.device, self.batch_size, self.loader, self.mode, self.threads, self.world_size
+        )
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
     @property
-    def noisy(self) -> bool:
-        """Spread (IQR/median) above the threshold the tables flag."""
-        return self.spread is not None and self.spread > NOISY_SPREAD
+    def failed(self) -> bool:
+        """Attempted and broke (OOM, error): the run's exit status counts these."""
+        return self.status in FAILED_STATUSES
 
-    @property
-    def final_accuracy(self) -> float | None:
-        return self.test_accuracy[-1] if self.test_accuracy else None
+    @classmethod
+    def for_key(cls, key: CaseKey, **fields: Any) -> CaseResult:
+        return cls(**asdict(key), **fields)
 
+    @classmethod
+    def failure(cls, key: CaseKey, status: Status, error: str) -> CaseResult:
+        return cls.for_key(key, status=status, error=error)
+
+    def with_pass(self, record: PassRecord) -> CaseResult:
+        """This case after one more pass."""
+        return replace(self, passes=[*self.passes, record])
+
+    def with_failed_pass(self, status: str, error: str) -> CaseResult:
+        return replace(self, failed_passes=[*self.failed_passes, f"{status}: {error}"])
+
+    # --- derived from the pass records ---
+
+    @cached_property
+    def samples_s(self) -> list[float]:
+        """Every sample of every pass, in the order they were taken."""
+        return [sample for record in self.passes for sample in record.samples_s]
+
+    @cached_property
     def summary(self) -> Summary | None:
         return summarize(self.samples_s) if self.samples_s else None
+
+    @property
+    def median_s(self) -> float | None:
+        return self.summary.median if self.summary else None
+
+    @property
+    def iqr_s(self) -> float | None:
+        return self.summary.iqr if self.summary else None
+
+    @property
+    def spread(self) -> float | None:
+        return self.summary.spread if self.summary else None
+
+    @property
+    def n(self) -> int:
+        return self.summary.n if self.summary else 0
+
+    @property
+    def noisy(self) -> bool:
+        return self.summary is not None and self.summary.noisy
+
+    @property
+    def samples_per_s(self) -> float | None:
+        median = self.median_s
+        if not self.ok or not median or self.samples_per_unit is None:
+            return None
+        return self.samples_per_unit / median
+
+    def peak(self, name: str) -> int | None:
+        """The largest of a memory figure over the passes (None where no pass recorded it)."""
+        values = [getattr(r.memory, name) for r in self.passes if r.memory is not None]
+        present = [v for v in values if v is not None]
+        return max(present) if present else None
+
+    @property
+    def own_device_peak_bytes(self) -> int | None:
+        """Peak allocated above what the allocator held when the pass started, largest over the passes."""
+        own = [
+            r.memory.device_peak_allocated_bytes - r.memory.device_baseline_allocated_bytes
+            for r in self.passes
+            if r.memory is not None
+            and r.memory.device_peak_allocated_bytes is not None
+            and r.memory.device_baseline_allocated_bytes is not None
+        ]
+        return max(own) if own else None
 
     def independent_samples(self) -> list[float]:
         """Seconds in units whose noise is independent enough for a test between runs.
 
-        Step cases: one median per pass (passes are spread over the run), or, measured in a single
-        pass, medians of five stretches of its rounds. Epoch and train cases: one value per epoch.
+        One value per pass (the median of its samples) when there are several passes: passes are
+        spread over the run, training runs have their own seeds. A single pass of rounds falls back
+        to the medians of five stretches of its rounds; a single pass of epochs to its epochs.
         """
-        if self.workload not in STEP_WORKLOADS:
-            return list(self.samples_s)
-        if self.pass_medians and len(self.pass_medians) >= 2:
-            return list(self.pass_medians)
-        return block_medians(self.samples_s)
+        if len(self.passes) >= 2:
+            return [record.median_s for record in self.passes]
+        if workload(self.workload).in_rounds:
+            return block_medians(self.samples_s)
+        return list(self.samples_s)
 
-    def merged_with(self, later: CaseResult) -> CaseResult:
-        """This case after another pass: samples pooled, pass medians appended, memory peaks kept."""
-        if not later.ok:
-            failures = [*self.details.get("failed_passes", []), f"{later.status}: {later.error}"]
-            return replace(self, details={**self.details, "failed_passes": failures})
-        if not self.ok:
-            return self  # the earlier failure stands
-        samples = self.samples_s + later.samples_s
-        summary = summarize(samples)
-        peaks: dict[str, Any] = {}
-        for name in (
-            "host_rss_peak_bytes",
-            "device_peak_allocated_bytes",
-            "device_peak_reserved_bytes",
-            "nvml_used_peak_bytes",
-        ):
-            values = [v for v in (getattr(self, name), getattr(later, name)) if v is not None]
-            peaks[name] = max(values) if values else None
-        details = dict(self.details)
-        for name, value in later.details.items():  # per-sample lists grow, counts add up
-            if isinstance(value, list) and isinstance(details.get(name), list):
-                details[name] = details[name] + value
-            elif name == "rounds":
-                details[name] = details.get(name, 0) + value
-        return replace(
-            self,
-            samples_s=samples,
-            median_s=summary.median,
-            iqr_s=summary.iqr,
-            spread=summary.spread,
-            n=summary.n,
-            samples_per_s=(self.samples_per_call or 1) / summary.median if summary.median > 0 else None,
-            pass_medians=[*(self.pass_medians or []), *(later.pass_medians or [])],
-            details=details,
-            wall_s=round((self.wall_s or 0) + (later.wall_s or 0), 3),
-            **peaks,
-        )
+    # --- training runs ---
 
-    @classmethod
-    def measured(
-        cls, key: CaseKey, samples_s: list[float], samples_per_call: int, memory: Any = None, **extra: Any
-    ) -> CaseResult:
-        """An `ok` case from raw samples: median, IQR, spread and throughput derived here, once."""
-        summary = summarize(samples_s)
-        return cls(
-            **asdict(key),
-            status="ok",
-            samples_per_s=samples_per_call / summary.median if summary.median > 0 else None,
-            median_s=summary.median,
-            iqr_s=summary.iqr,
-            spread=summary.spread,
-            n=summary.n,
-            samples_s=list(samples_s),
-            samples_per_call=samples_per_call,
-            **(asdict(memory) if memory is not None else {}),
-            **extra,
-        )
+    @property
+    def runs(self) -> list[PassRecord]:
+        return self.passes if workload(self.workload).timing == RUNS else []
 
-    @classmethod
-    def failed(cls, key: CaseKey, status: str, error: str, **extra: Any) -> CaseResult:
-        return cls(**asdict(key), status=status, error=error, **extra)
+    @property
+    def final_accuracy(self) -> float | None:
+        """Median over the training runs of the test accuracy after the last epoch."""
+        finals = [r.test_accuracy[-1] for r in self.runs if r.test_accuracy]
+        return statistics.median(finals) if finals else None
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CaseResult:
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the results say about the data: which set, from where, and whether it is real."""
+
+    name: str
+    requested: str
+    source: str
+    files: dict[str, str]
+    train_samples: int
+    test_samples: int
+    synthetic: bool
+    note: str | None = None
+    download_error: str | None = field(default=None, repr=False)
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -178,29 +297,27 @@ class Run:
     run_id: str
     created: str
     env: dict[str, Any]
-    dataset: dict[str, Any]
-    options: dict[str, Any]
+    dataset: DatasetInfo
+    options: Options
     cases: list[CaseResult] = field(default_factory=list)
-    state: str = "running"  # running | complete | interrupted
+    state: Literal["running", "complete", "interrupted"] = "running"
     planned_cases: int = 0
     finished: str | None = None
+    plots: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"allow_inf_nan": False}
 
     @property
     def partial(self) -> bool:
         return self.state != "complete" or len(self.cases) < self.planned_cases
 
+    def case(self, key: CaseKey) -> CaseResult | None:
+        return next((case for case in self.cases if case.key == key), None)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["cases"] = [asdict(case) for case in self.cases]
         return {"schema_version": data.pop("schema_version"), **data}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Run:
-        names = {f.name for f in fields(cls)} - {"cases"}
-        run = cls(**{key: value for key, value in data.items() if key in names})
-        run.cases = [CaseResult.from_dict(case) for case in data.get("cases", [])]
-        return run
 
 
 def new_run_id() -> str:
@@ -212,7 +329,7 @@ def utc_now() -> str:
 
 
 def default_run_folder(base: Path, run_id: str) -> Path:
-    """`results/<date>-<host>-<short id>/` as the issue asks; the date is local, the id random."""
+    """`results/<date>-<host>-<short id>/`; the date is local, the id random."""
     host = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in platform.node() or "host")
     return base / f"{datetime.now().strftime('%Y-%m-%d')}-{host}-{run_id}"
 
@@ -288,71 +405,3 @@ def save_run(run: Run, folder: Path) -> Path:
     path = folder / RESULTS_FILE
     write_atomic(path, json.dumps(_finite(run.to_dict()), indent=1, allow_nan=False) + "\n")
     return path
-
-
-def resolve_results_path(target: str | os.PathLike[str]) -> Path:
-    """A run folder or its results.json -> the results.json path (not yet read)."""
-    path = Path(target)
-    if path.is_dir():
-        path = path / RESULTS_FILE
-    return path
-
-
-def load_run(target: str | os.PathLike[str]) -> Run:
-    """Reads and validates a run; a file that is not one raises ResultsFileError saying why."""
-    path = resolve_results_path(target)
-    hint = "give a run folder made by `bench run`, or the results.json inside it"
-    if not path.exists():
-        runs = (
-            sorted(p.parent.name for p in path.parent.glob(f"*/{RESULTS_FILE}"))
-            if path.parent.is_dir()
-            else []
-        )
-        if runs:
-            shown = ", ".join(runs[:5]) + (", ..." if len(runs) > 5 else "")
-            hint = f"{path.parent} holds run folders, not a run: give one of them ({shown})"
-        raise ResultsFileError(f"no results file at {path}", hint=hint)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ResultsFileError(f"{path} is not a results file: it is not text", hint=hint) from None
-    except json.JSONDecodeError as error:
-        raise ResultsFileError(
-            f"{path} is not a results file: invalid JSON at line {error.lineno}, column {error.colno} "
-            f"({error.msg}); it may be truncated",
-            hint=hint,
-        ) from None
-    except OSError as error:
-        raise ResultsFileError(f"cannot read {path}: {error.strerror or error}") from None
-    problems = _validate(data)
-    if problems:
-        raise ResultsFileError(f"{path} is not a valid results file: {'; '.join(problems[:3])}", hint=hint)
-    return Run.from_dict(data)
-
-
-def _validate(data: Any) -> list[str]:
-    if not isinstance(data, dict):
-        return [f"the top level is a {type(data).__name__}, not an object"]
-    version = data.get("schema_version")
-    if version is None:
-        return ["no schema_version"]
-    if version != SCHEMA_VERSION:
-        return [f"schema_version {version!r}; this bench reads version {SCHEMA_VERSION}"]
-    problems = [
-        f"missing {key!r}" for key in ("run_id", "env", "dataset", "options", "cases") if key not in data
-    ]
-    if problems:
-        return problems
-    if not isinstance(data["cases"], list):
-        return ["'cases' is not a list"]
-    required = ("workload", "device", "batch_size", "status")
-    for index, case in enumerate(data["cases"]):
-        if not isinstance(case, dict):
-            problems.append(f"case {index} is not an object")
-            continue
-        missing = [key for key in required if key not in case]
-        if missing:
-            problems.append(f"case {index} lacks {', '.join(missing)}")
-        elif case["status"] not in STATUSES:
-            problems.append(f"case {index} has unknown status {case['status']!r}")
-    return problems

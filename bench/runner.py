@@ -1,11 +1,15 @@
-"""A run: plan the cases, measure them one at a time, save each as it finishes, render the tables.
+"""A run: plan the cases, measure them one at a time, save each pass as it finishes, render the tables.
 
-The cases execute as one pytest session (`bench/sweep_pytest.py`, one test item per case) so that
-the step workloads are timed by pytest-benchmark itself: its calibration, statistics and JSON,
-with a timer that waits for the device (`devices.device_clock`). Epoch and train cases time
-themselves (whole epochs). Step and epoch cases are revisited in several passes (`schedule`). Whatever a case raises, the sweep goes on: an allocation
-failure becomes status `oom`, anything else status `error`, and every finished case is on disk
-before the next one starts. The first Ctrl-C stops after the current case; a second one aborts it.
+The cases execute as one pytest session (`bench/sweep_pytest.py`, one test item per case and pass)
+so that the workloads timed in rounds are timed by pytest-benchmark itself: its calibration,
+statistics and JSON, with a timer that waits for the device (`devices.device_clock`) and rounds long
+enough that the timer's own cost stays below 1% of them. Epochs and training runs time themselves.
+How each workload is measured comes from the workload table (`catalog.WORKLOAD_TABLE`): one
+measuring function per kind of timing, none per workload.
+
+Whatever a case raises, the sweep goes on: an allocation failure becomes status `oom`, anything
+else status `error`, and every finished pass is on disk before the next one starts. The first
+Ctrl-C stops after the current case; a second one aborts it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,112 +32,29 @@ import torch
 
 from bench import env as envmod
 from bench import results as resultsmod
-from bench.catalog import STEP_WORKLOADS
+from bench.catalog import EPOCHS, GC_POLICY, ROUNDS, RUNS, workload
 from bench.data import Dataset
-from bench.devices import synchronize
+from bench.devices import clock_overhead, min_round_s, prepare_device, synchronize
+from bench.errors import one_line
 from bench.memory import MemoryMonitor
-from bench.results import CaseKey, CaseResult, Run
-from bench.stats import summarize
+from bench.plan import CaseKey, Item, Options, plan, schedule
+from bench.results import CaseResult, PassRecord, Run
 from bench.workloads import make_step, run_epochs, run_training
 
-MIN_ROUND_S = 1e-3  # a timed round lasts at least 1 ms, so a device wait is paid once per many small calls
-
-
-@dataclass(frozen=True)
-class Options:
-    """Everything that decides what a run measures; stored in results.json as `options`."""
-
-    devices: tuple[str, ...]
-    batch_sizes: tuple[int, ...]
-    workloads: tuple[str, ...]
-    loaders: tuple[str, ...] = ("torchvision", "resident")
-    torchvision_batch_sizes: tuple[int, ...] | None = None  # None: every batch size
-    train_loader: str = "resident"
-    epochs: int = 10
-    epoch_repeats: int = 3
-    target_accuracy: float = 0.80
-    max_time: float = 1.0  # per step case, all passes together
-    min_rounds: int = 5
-    passes: int = 3
-    quick: bool = False
-    plots: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def plan(options: Options) -> list[CaseKey]:
-    """Cases in execution order: device by device, workload by workload, then loaders and batch sizes."""
-    cases = []
-    for device in options.devices:
-        for workload in options.workloads:
-            if workload == "epoch":
-                loaders: tuple[str | None, ...] = options.loaders
-            elif workload == "train":
-                loaders = (options.train_loader,)
-            else:
-                loaders = (None,)
-            for loader in loaders:
-                for batch_size in options.batch_sizes:
-                    limited = options.torchvision_batch_sizes
-                    if loader == "torchvision" and limited is not None and batch_size not in limited:
-                        continue
-                    cases.append(CaseKey(workload, device, batch_size, loader))
-    return cases
-
-
-@dataclass(frozen=True)
-class Item:
-    """One execution: a case in one pass (`epochs`: how many epochs an epoch case times in it)."""
-
-    key: CaseKey
-    pass_index: int
-    epochs: int = 0
-
-
-def epochs_in_pass(repeats: int, passes: int, pass_index: int) -> int:
-    """Spreads an epoch case's timed epochs over the passes: 3 over 3 passes is one each."""
-    return repeats // passes + (1 if pass_index < repeats % passes else 0)
-
-
-def schedule(cases: list[CaseKey], passes: int, epoch_repeats: int = 1) -> list[Item]:
-    """Pass 1 runs every case; later passes revisit the step and epoch cases.
-
-    Spreading a case over passes puts its samples at different moments of the run, so drift of the
-    machine shows up as spread instead of as a difference between cases measured at other times
-    (the epoch-versus-train_step ratio compares exactly such cases). Training runs once.
-    """
-    items = []
-    for pass_index in range(passes):
-        for key in cases:
-            if key.workload in STEP_WORKLOADS:
-                items.append(Item(key, pass_index))
-            elif key.workload == "epoch":
-                epochs = epochs_in_pass(epoch_repeats, passes, pass_index)
-                if epochs:
-                    items.append(Item(key, pass_index, epochs))
-            elif pass_index == 0:
-                items.append(Item(key, pass_index))
-    return items
-
-
 OOM_ERRORS = (torch.cuda.OutOfMemoryError, MemoryError)  # torch.OutOfMemoryError is the same class
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """A CUDA OOM, a CPU allocation failure, or Python's MemoryError."""
-    if isinstance(error, OOM_ERRORS):
-        return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and any(marker in text for marker in OOM_MARKERS)
-
-
 OOM_MARKERS = (
     "out of memory",
     "can't allocate memory",  # the CPU allocator
     "Cannot allocate memory",
     "CUBLAS_STATUS_ALLOC_FAILED",  # cuBLAS creating its workspace on a full GPU
 )
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A CUDA OOM, a CPU allocation failure, or Python's MemoryError."""
+    if isinstance(error, OOM_ERRORS):
+        return True
+    return isinstance(error, RuntimeError) and any(marker in str(error) for marker in OOM_MARKERS)
 
 
 def release_memory(device: str) -> str | None:
@@ -148,8 +69,42 @@ def release_memory(device: str) -> str | None:
         synchronize(device)
         torch.cuda.empty_cache()
     except RuntimeError as error:
-        return " ".join(str(error).split())[:300]
+        return one_line(error, 300)
     return None
+
+
+def format_duration(seconds: float) -> str:
+    """`0:42`, `12:05`, `1:02:03`."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def estimate_remaining(finished: list[tuple[Item, float]], remaining: list[Item]) -> float | None:
+    """Seconds the remaining items should take, judged by the items already measured.
+
+    Each remaining item is priced by what the same case cost in earlier passes, else by what its
+    workload cost so far, else by the average item; epochs and runs count per repeat. None until
+    something has finished.
+    """
+    if not finished:
+        return None
+
+    def units(item: Item) -> int:
+        return max(item.repeats, 1)
+
+    by_key: dict[CaseKey, list[float]] = {}
+    by_workload: dict[str, list[float]] = {}
+    for item, seconds in finished:
+        by_key.setdefault(item.key, []).append(seconds / units(item))
+        by_workload.setdefault(item.key.workload, []).append(seconds / units(item))
+    average = sum(seconds for _, seconds in finished) / len(finished)
+    total = 0.0
+    for item in remaining:
+        known = by_key.get(item.key) or by_workload.get(item.key.workload)
+        total += sum(known) / len(known) * units(item) if known else average
+    return total
 
 
 @dataclass
@@ -165,125 +120,151 @@ class Sweep:
     stop_requested: bool = False
     done: int = 0
     broken_devices: dict[str, str] = field(default_factory=dict)
+    clock_overhead_s: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    finished: list[tuple[Item, float]] = field(default_factory=list)
 
     @cached_property
     def items(self) -> list[Item]:
-        return schedule(self.cases, self.options.passes, self.options.epoch_repeats)
+        return schedule(self.cases, self.options)
+
+    def min_round_s(self, device: str) -> float:
+        return min_round_s(self.clock_overhead_s.get(device, 0.0))
 
     def measure(self, item: Item, benchmark: Any | None) -> CaseResult:
         """Measures one case in one pass and records it; never raises for what happens inside the case."""
         key = item.key
-        passes = f" (pass {item.pass_index + 1}/{self.options.passes})" if self.options.passes > 1 else ""
         self.done += 1
-        self.progress(f"[{self.done:>3}/{len(self.items)}] {key.label()}{passes} ...")
-        earlier = self.recorded(key)
+        self.progress(self.progress_line(item))
+        earlier = self.run.case(key)
         if earlier is not None and not earlier.ok:  # an OOM in pass 1 will not fit in pass 2 either
             self.progress(f"        skipped: {earlier.status.upper()} in an earlier pass")
             return earlier
         start = time.perf_counter()
         if key.device in self.broken_devices:
-            result = CaseResult.failed(
-                key,
-                "error",
-                f"not run: {key.device} is unusable after an earlier error ({self.broken_devices[key.device]})",
-            )
+            reason = f"not run: {key.device} is unusable after an earlier error ({self.broken_devices[key.device]})"
+            self.record_failure(key, "error", reason)
         else:
             try:
-                result = self._measure(item, benchmark)
+                MEASURE[workload(key.workload).timing](self, item, benchmark)
             except Exception as error:
-                status = "oom" if is_out_of_memory(error) else "error"
-                message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
-                result = CaseResult.failed(key, status, message)
-        result = self.record(replace(result, wall_s=round(time.perf_counter() - start, 3)))
+                self.record_failure(key, "oom" if is_out_of_memory(error) else "error", one_line(error))
+        self.finished.append((item, time.perf_counter() - start))
         broken = release_memory(key.device)  # after the record: a failing clean-up cannot cost the case
         if broken:
             self.broken_devices[key.device] = broken
+        result = self.run.case(key)
+        assert result is not None
         self.progress(f"        {describe(result)}")
         return result
 
-    def recorded(self, key: CaseKey) -> CaseResult | None:
-        return next((case for case in self.run.cases if case.key == key), None)
+    def progress_line(self, item: Item) -> str:
+        passes = f" (pass {item.pass_index + 1}/{self.options.passes})" if self.options.passes > 1 else ""
+        elapsed = format_duration(time.perf_counter() - self.started)
+        left = estimate_remaining(self.finished, self.items[self.done - 1 :])
+        timing = f"{elapsed} elapsed" + (f", about {format_duration(left)} left" if left is not None else "")
+        return f"[{self.done:>3}/{len(self.items)}] {timing} · {item.key.label()}{passes} ..."
 
-    def _measure(self, item: Item, benchmark: Any | None) -> CaseResult:
-        key = item.key
-        monitor = MemoryMonitor(key.device)
-        if key.workload in STEP_WORKLOADS:
-            if benchmark is None:
-                raise RuntimeError("step workloads are timed by pytest-benchmark; no fixture was given")
-            with monitor:
-                step = make_step(key.workload, self.dataset, key.device, key.batch_size)
-                benchmark(step)
-            stats = benchmark.stats
-            samples = list(stats.stats.data)
-            return CaseResult.measured(
-                key,
-                samples,
-                key.batch_size,
-                monitor.reading,
-                pass_medians=[summarize(samples).median],
-                details={
-                    "pass_index": [item.pass_index],  # lists grow as passes merge: one entry per pass
-                    "pass_rounds": [len(samples)],  # splits samples_s back into its passes
-                    "calls_per_round": stats.iterations,
-                    "rounds": len(stats.stats.data),
-                    "timer": getattr(stats.options.get("timer"), "__name__", str(stats.options.get("timer"))),
-                },
-            )
-        if key.workload == "epoch":
-            with monitor:
-                timings = run_epochs(
-                    self.dataset,
-                    key.device,
-                    key.batch_size,
-                    key.loader or "",
-                    item.epochs,
-                    seed=item.pass_index,
-                )
-            per_epoch = timings[0].samples
-            return CaseResult.measured(
-                key,
-                [t.seconds for t in timings],
-                per_epoch,
-                monitor.reading,
-                details={
-                    "pass_index": [item.pass_index] * len(timings),  # one entry per epoch
-                    "data_seconds": [t.data_seconds for t in timings],
-                    "samples_per_epoch": per_epoch,
-                    "batches_per_epoch": timings[0].batches,
-                },
-            )
-        if key.workload == "train":
-            with monitor:
-                training = run_training(
-                    self.dataset, key.device, key.batch_size, self.options.epochs, key.loader or ""
-                )
-            return CaseResult.measured(
-                key,
-                training.epoch_seconds,
-                training.samples_per_epoch,
-                monitor.reading,
-                test_accuracy=training.test_accuracies,
-                details={
-                    "target_accuracy": self.options.target_accuracy,
-                    "mean_loss": training.mean_losses,
-                    "eval_seconds": training.eval_seconds,
-                    "data_seconds": training.data_seconds,
-                    "samples_per_epoch": training.samples_per_epoch,
-                },
-            )
-        raise ValueError(f"unknown workload {key.workload!r}")
+    def keep(self, key: CaseKey, record: PassRecord, samples_per_unit: int) -> None:
+        """Adds one measured pass to its case and saves the run at once."""
+        earlier = self.run.case(key)
+        if earlier is None:
+            self._store(CaseResult.for_key(key, samples_per_unit=samples_per_unit, passes=[record]))
+        else:
+            self._store(earlier.with_pass(record))
 
-    def record(self, result: CaseResult) -> CaseResult:
-        """Adds a pass to the run (merged with the case's earlier passes) and saves the run at once."""
+    def record_failure(self, key: CaseKey, status: str, error: str) -> None:
+        """A failed pass: the case's status if it is its first, a note on the case if passes succeeded."""
+        earlier = self.run.case(key)
+        if earlier is not None and earlier.ok:
+            self._store(earlier.with_failed_pass(status, error))
+        else:
+            self._store(CaseResult.failure(key, status, error))  # type: ignore[arg-type]
+
+    def _store(self, case: CaseResult) -> None:
         for index, earlier in enumerate(self.run.cases):
-            if earlier.key == result.key:
-                result = earlier.merged_with(result)
-                self.run.cases[index] = result
+            if earlier.key == case.key:
+                self.run.cases[index] = case
                 break
         else:
-            self.run.cases.append(result)
+            self.run.cases.append(case)
         resultsmod.save_run(self.run, self.folder)
-        return result
+
+    # --- one measuring function per kind of timing ---
+
+    def measure_rounds(self, item: Item, benchmark: Any | None) -> None:
+        key = item.key
+        if benchmark is None:
+            raise RuntimeError(
+                "workloads timed in rounds are timed by pytest-benchmark; no fixture was given"
+            )
+        monitor = MemoryMonitor(key.device)
+        with monitor:
+            step = make_step(key.workload, self.dataset, key.device, key.batch_size)
+            gc.collect()  # pytest-benchmark keeps the collector off during the rounds (disable_gc)
+            benchmark(step)
+        stats = benchmark.stats
+        record = PassRecord(
+            index=item.pass_index,
+            samples_s=list(stats.stats.data),
+            calls_per_round=stats.iterations,
+            timer=getattr(stats.options.get("timer"), "name", None) or str(stats.options.get("timer")),
+            min_round_s=stats.options.get("min_time"),
+            memory=monitor.reading,
+            wall_s=None,
+        )
+        self.keep(key, record, key.batch_size)
+
+    def measure_epochs(self, item: Item, benchmark: Any | None) -> None:
+        key = item.key
+        monitor = MemoryMonitor(key.device)
+        start = time.perf_counter()
+        with monitor:
+            timings = run_epochs(
+                self.dataset, key.device, key.batch_size, key.loader or "", item.repeats,
+                seed=item.pass_index, after_epoch=monitor.sample,
+            )  # fmt: skip
+        record = PassRecord(
+            index=item.pass_index,
+            samples_s=[t.seconds for t in timings],
+            data_seconds=[t.data_seconds for t in timings],
+            data_timer=timings[0].data_timer,
+            batches=timings[0].batches,
+            memory=monitor.reading,
+            wall_s=round(time.perf_counter() - start, 3),
+        )
+        self.keep(key, record, timings[0].samples)
+
+    def measure_runs(self, item: Item, benchmark: Any | None) -> None:
+        key = item.key
+        for run_index in range(item.first, item.first + item.repeats):
+            monitor = MemoryMonitor(key.device)
+            start = time.perf_counter()
+            with monitor:
+                training = run_training(
+                    self.dataset, key.device, key.batch_size, self.options.epochs, key.loader or "",
+                    seed=run_index, after_epoch=monitor.sample,
+                )  # fmt: skip
+            record = PassRecord(
+                index=run_index,
+                seed=training.seed,
+                samples_s=training.epoch_seconds,
+                data_seconds=training.data_seconds,
+                data_timer=training.data_timer,
+                test_accuracy=training.test_accuracies,
+                mean_loss=training.mean_losses,
+                eval_seconds=training.eval_seconds,
+                memory=monitor.reading,
+                wall_s=round(time.perf_counter() - start, 3),
+            )
+            self.keep(key, record, training.samples_per_epoch)
+
+
+MEASURE: dict[str, Callable[[Sweep, Item, Any], None]] = {
+    ROUNDS: Sweep.measure_rounds,
+    EPOCHS: Sweep.measure_epochs,
+    RUNS: Sweep.measure_runs,
+}
 
 
 def describe(result: CaseResult) -> str:
@@ -292,7 +273,7 @@ def describe(result: CaseResult) -> str:
         return f"{result.status.upper()}: {result.error}"
     spread = f"spread {result.spread:.1%}" if result.spread is not None else "spread n/a"
     noisy = " NOISY" if result.noisy else ""
-    accuracy = f", test accuracy {result.test_accuracy[-1]:.1%}" if result.test_accuracy else ""
+    accuracy = f", test accuracy {result.final_accuracy:.1%}" if result.final_accuracy is not None else ""
     rate = result.samples_per_s or 0.0
     return f"{rate:,.0f} samples/s, median {result.median_s:.4g} s ({spread}{noisy}, n={result.n}){accuracy}"
 
@@ -318,7 +299,7 @@ def stop_after_current_case(sweep: Sweep) -> Iterator[None]:
 
 
 def execute(sweep: Sweep) -> str:
-    """Runs every planned case through pytest; returns the run's final state."""
+    """Runs every planned item through pytest; returns the run's final state."""
     import pytest
 
     from bench import sweep_pytest
@@ -329,30 +310,19 @@ def execute(sweep: Sweep) -> str:
         ini.write_text("[pytest]\n")  # the sweep must not pick up the caller's pytest configuration
         args = [
             sweep_pytest.__file__,
-            "-c",
-            str(ini),
-            "--rootdir",
-            config_dir,
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:terminal",
-            "-p",
-            "pytest_benchmark.plugin",
+            "-c", str(ini),
+            "--rootdir", config_dir,
+            "-p", "no:cacheprovider",
+            "-p", "no:terminal",
+            "-p", "pytest_benchmark.plugin",
             "--capture=no",
-            "-W",
-            "ignore::pytest.PytestUnraisableExceptionWarning",
+            "-W", "ignore::pytest.PytestUnraisableExceptionWarning",
             "--benchmark-disable-gc",
-            "--benchmark-min-time",
-            str(MIN_ROUND_S),
-            "--benchmark-max-time",
-            str(sweep.options.max_time / sweep.options.passes),
-            "--benchmark-min-rounds",
-            str(sweep.options.min_rounds),
-            "--benchmark-json",
-            str(sweep.folder / resultsmod.PYTEST_BENCHMARK_FILE),
+            "--benchmark-max-time", str(sweep.options.max_time / sweep.options.passes),
+            "--benchmark-min-rounds", str(sweep.options.min_rounds),
+            "--benchmark-json", str(sweep.folder / resultsmod.PYTEST_BENCHMARK_FILE),
             "--benchmark-quiet",
-        ]
+        ]  # fmt: skip
         previous_autoload = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
         os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plugins named above
         try:
@@ -379,6 +349,15 @@ def execute(sweep: Sweep) -> str:
     return "interrupted"
 
 
+def prepare_devices(devices: tuple[str, ...]) -> dict[str, float]:
+    """Start-up paid on every device, then each device clock's own cost measured (seconds per read)."""
+    overheads = {}
+    for device in devices:
+        prepare_device(device)
+        overheads[device] = clock_overhead(device)
+    return overheads
+
+
 def run_benchmarks(
     options: Options,
     dataset: Dataset,
@@ -395,17 +374,25 @@ def run_benchmarks(
         run_id=run_id,
         created=resultsmod.utc_now(),
         env=env,
-        dataset=dataset.info.as_dict(),
-        options=options.as_dict(),
+        dataset=dataset.info,
+        options=options,
         planned_cases=len(cases),
     )
-    sweep = Sweep(run=run, folder=folder, dataset=dataset, options=options, cases=cases)
+    overheads = prepare_devices(options.devices)
+    run.env["timing"] = {
+        "gc": GC_POLICY,
+        "clock_overhead_s": overheads,
+        "min_round_s": {device: min_round_s(overhead) for device, overhead in overheads.items()},
+    }
+    sweep = Sweep(
+        run=run, folder=folder, dataset=dataset, options=options, cases=cases, clock_overhead_s=overheads
+    )
     if progress is not None:
         sweep.progress = progress
     resultsmod.save_run(run, folder)
     cpu_before = envmod.cpu_time_split()
     try:
-        run.state = execute(sweep)
+        run.state = execute(sweep)  # type: ignore[assignment]
     except BaseException:
         run.state = "interrupted"
         raise

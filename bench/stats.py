@@ -2,6 +2,10 @@
 
 Results store raw samples; everything here is derived from them when shown or compared, so a
 better statistic later needs no re-run.
+
+Quartiles are pytest-benchmark's own (`pytest_benchmark.stats.Stats`: Wikipedia's "method 3" for
+an odd number of samples, the medians of the two halves for an even number), so the IQR in
+results.json, the tables and the engine's pytest-benchmark.json are the same numbers.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from pytest_benchmark.stats import Stats
 
 NOISY_SPREAD = 0.10  # IQR/median above this flags a cell as noisy
 
@@ -28,6 +34,17 @@ class Summary:
         return self.spread is not None and self.spread > NOISY_SPREAD
 
 
+QUARTILE_METHOD = "pytest-benchmark's (Wikipedia method 3 for odd n, halves' medians for even n)"
+
+
+def quartiles(samples: Sequence[float]) -> tuple[float, float]:
+    """(Q1, Q3) exactly as pytest-benchmark computes them for the same samples."""
+    stats = Stats()
+    for sample in samples:
+        stats.update(sample)
+    return stats.q1, stats.q3
+
+
 def summarize(samples: Sequence[float]) -> Summary:
     """Median and IQR/median; with fewer than two samples the spread is unknown (None), not zero."""
     if not samples:
@@ -35,7 +52,7 @@ def summarize(samples: Sequence[float]) -> Summary:
     median = statistics.median(samples)
     if len(samples) < 2:
         return Summary(len(samples), median, None, None)
-    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    q1, q3 = quartiles(samples)
     iqr = q3 - q1
     return Summary(len(samples), median, iqr, iqr / median if median > 0 else None)
 
@@ -108,6 +125,14 @@ class RatioEstimate:
         return self.testable and (self.low > 1.0 or self.high < 1.0)
 
 
+def safe_exp(value: float) -> float:
+    """exp() that saturates to infinity instead of raising on absurd inputs (hand-edited files)."""
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
+
+
 def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> RatioEstimate:
     """Welch's t interval for mean(log b) - mean(log a), returned as a ratio B/A.
 
@@ -119,7 +144,7 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
         raise ValueError("ratio_interval needs positive samples on both sides")
     log_a, log_b = [math.log(x) for x in a], [math.log(x) for x in b]
     mean_a, mean_b = statistics.fmean(log_a), statistics.fmean(log_b)
-    ratio = math.exp(mean_b - mean_a)
+    ratio = safe_exp(mean_b - mean_a)
     if len(a) < 2 or len(b) < 2:
         return RatioEstimate(ratio, ratio, ratio, len(a), len(b))
     var_a, var_b = statistics.variance(log_a) / len(a), statistics.variance(log_b) / len(b)
@@ -131,7 +156,7 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
     )
     margin = t_quantile(1 - (1 - confidence) / 2, df) * se
     return RatioEstimate(
-        ratio, math.exp(mean_b - mean_a - margin), math.exp(mean_b - mean_a + margin), len(a), len(b)
+        ratio, safe_exp(mean_b - mean_a - margin), safe_exp(mean_b - mean_a + margin), len(a), len(b)
     )
 
 
@@ -142,3 +167,55 @@ def block_medians(samples: Sequence[float], blocks: int = 5) -> list[float]:
         return []
     size = len(samples) / count
     return [statistics.median(samples[round(i * size) : round((i + 1) * size)]) for i in range(count)]
+
+
+def log_variance(samples: Sequence[float]) -> float | None:
+    """Sample variance of log times (None below two samples): the noise the interval sees."""
+    if len(samples) < 2 or min(samples) <= 0:
+        return None
+    return statistics.variance([math.log(x) for x in samples])
+
+
+def detectable_ratio(a: Sequence[float], b: Sequence[float], confidence: float) -> float | None:
+    """The smallest slowdown B/A whose interval would exclude 1, given these units and their noise.
+
+    It is the half-width of the Welch interval (`ratio_interval`) as a factor: a change smaller than
+    this cannot be told apart from noise with these units, whatever its real size.
+    """
+    var_a, var_b = log_variance(a), log_variance(b)
+    if var_a is None or var_b is None:
+        return None
+    va, vb = var_a / len(a), var_b / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return 1.0
+    df = (va + vb) ** 2 / ((va**2 / (len(a) - 1) if va else 0) + (vb**2 / (len(b) - 1) if vb else 0))
+    return safe_exp(t_quantile(1 - (1 - confidence) / 2, df) * se)
+
+
+def units_needed(
+    a: Sequence[float], b: Sequence[float], confidence: float, target: float, limit: int = 1000
+) -> int | None:
+    """Units per side (passes) at which the detectable ratio falls to `target`, at this noise level.
+
+    Assumes both sides keep their pooled log-variance; None when even `limit` units are not enough.
+    """
+    var_a, var_b = log_variance(a), log_variance(b)
+    if var_a is None or var_b is None:
+        return None
+    pooled = (var_a + var_b) / 2
+
+    def enough(n: int) -> bool:
+        se = math.sqrt(2 * pooled / n)
+        return safe_exp(t_quantile(1 - (1 - confidence) / 2, 2 * (n - 1)) * se) <= target
+
+    if not enough(limit):
+        return None
+    low, high = 1, limit  # enough(high) holds; the detectable ratio only shrinks as n grows
+    while high - low > 1:
+        middle = (low + high) // 2
+        if enough(middle):
+            high = middle
+        else:
+            low = middle
+    return max(high, 2)

@@ -1,24 +1,51 @@
-"""The pytest module a run executes (see runner.execute): one test item per planned case.
+"""The pytest module a run executes (see runner.execute): one test item per case and pass.
 
-Each item's `benchmark` marker carries the case's timer (one that waits for the device), so
-pytest-benchmark's calibration decides how many calls go into a round and its statistics and JSON
-describe the step workloads. The measuring itself is `Sweep.measure`; this file only wires it in.
+Each item's `benchmark` marker carries the case's timer (one that waits for the device) and the
+shortest round that keeps that timer's own cost below 1% of a round, so pytest-benchmark's
+calibration decides how many calls go into a round, and its statistics and JSON describe the
+workloads timed in rounds. The measuring itself is `Sweep.measure`; this file only wires it in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from bench.catalog import STEP_WORKLOADS
+from bench.catalog import workload
 from bench.devices import device_clock
 
 
-class SweepPlugin:
+class MachineInfo:
+    """pytest-benchmark's machine-info hook: every JSON it writes carries the torch build and devices.
+
+    The one implementation of the hook: the sweep registers it over the run's facts, the test
+    suite over freshly collected ones.
+    """
+
+    def __init__(self, facts: Callable[[], dict[str, Any]]) -> None:
+        self._facts = facts
+
+    def pytest_benchmark_update_machine_info(self, config: Any, machine_info: dict[str, Any]) -> None:
+        env = self._facts()
+        torch_facts = env.get("torch", {})
+        machine_info["torch_bench"] = {
+            "torch": torch_facts.get("version"),
+            "cuda": torch_facts.get("cuda"),
+            "cudnn": torch_facts.get("cudnn"),
+            "gpus": [device.get("name") for device in env.get("cuda", {}).get("devices", [])],
+            "driver": env.get("nvml", {}).get("driver_version"),
+            "torch_threads": env.get("cpu", {}).get("torch_threads"),
+            "container_image": env.get("container", {}).get("image"),
+        }
+
+
+class SweepPlugin(MachineInfo):
     """Registered by `runner.execute` with `pytest.main(plugins=[...])`; holds the running sweep."""
 
     def __init__(self, sweep: Any) -> None:
+        super().__init__(lambda: sweep.run.env)
         self._sweep = sweep
         self.internal_error: str | None = None
 
@@ -28,9 +55,14 @@ class SweepPlugin:
         params = []
         for item in self._sweep.items:
             key = item.key
-            marks = [pytest.mark.benchmark(timer=device_clock(key.device), group=key.workload)]
-            item_id = f"{key.workload}-{key.loader or 'step'}-{key.device}-{key.batch_size}-pass{item.pass_index + 1}"
-            params.append(pytest.param(item, id=item_id, marks=marks))
+            marks = [
+                pytest.mark.benchmark(
+                    timer=device_clock(key.device),
+                    min_time=self._sweep.min_round_s(key.device),
+                    group=key.workload,
+                )
+            ]
+            params.append(pytest.param(item, id=item_id(item), marks=marks))
         metafunc.parametrize("item", params)
 
     @pytest.fixture
@@ -48,19 +80,21 @@ class SweepPlugin:
         if report.failed and self.internal_error is None:
             self.internal_error = f"{report.nodeid}: {report.longreprtext.strip().splitlines()[-1:]}"
 
-    def pytest_benchmark_update_machine_info(self, config: Any, machine_info: dict[str, Any]) -> None:
-        env = self._sweep.run.env
-        machine_info["torch_bench"] = {
-            "torch": env.get("torch", {}).get("version"),
-            "cuda": env.get("torch", {}).get("cuda"),
-            "cudnn": env.get("torch", {}).get("cudnn"),
-            "gpus": [device.get("name") for device in env.get("cuda", {}).get("devices", [])],
-            "driver": env.get("nvml", {}).get("driver_version"),
-            "torch_threads": env.get("cpu", {}).get("torch_threads"),
-            "container_image": env.get("container", {}).get("image"),
-        }
+
+def item_id(item: Any) -> str:
+    """`train_step-step-cpu-64-pass1`; non-default dimensions join it (`-compile`, `-threads2`, `-ws2`)."""
+    key = item.key
+    parts = [key.workload, key.loader or "step", key.device, str(key.batch_size)]
+    if key.mode != "eager":
+        parts.append(key.mode)
+    if key.threads is not None:
+        parts.append(f"threads{key.threads}")
+    if key.world_size != 1:
+        parts.append(f"ws{key.world_size}")
+    return "-".join([*parts, f"pass{item.pass_index + 1}"])
 
 
 def test_case(item: Any, sweep: Any, request: pytest.FixtureRequest) -> None:
-    benchmark = request.getfixturevalue("benchmark") if item.key.workload in STEP_WORKLOADS else None
+    timed_in_rounds = workload(item.key.workload).in_rounds
+    benchmark = request.getfixturevalue("benchmark") if timed_in_rounds else None
     sweep.measure(item, benchmark)

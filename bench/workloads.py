@@ -1,10 +1,15 @@
 """The timed work, on the chapter's model, loss and optimizer. Measures; never prints or formats.
 
-* step workloads (`forward`, `forward_backward`, `train_step`): `make_step` returns a zero-argument
-  callable over a fixed batch already on the device; pytest-benchmark times it (see runner.py).
+* workloads timed in rounds (`forward`, `forward_backward`, `train_step`): `STEPS[name]` turns a
+  model and one fixed batch already on the device into a zero-argument callable; pytest-benchmark
+  times it (see runner.py);
 * `epoch`: full passes over the training set through one loader, split into time spent waiting
-  for batches (data) and the rest (compute).
+  for data (the loader's data clock) and the rest;
 * `train`: the chapter's training run, with test accuracy after every epoch.
+
+Garbage collection follows one policy for all timed work: collected before, and off during, every
+timed round (pytest-benchmark's `--benchmark-disable-gc`) and every timed epoch (`timed_epoch`),
+so the epoch-versus-train_step ratio divides like by like.
 
 Nothing here reads a loss or a prediction inside a timed region: `.item()` would be a hidden
 device wait. Losses are summed on the device and read after the clock stops.
@@ -12,60 +17,153 @@ device wait. Losses are summed on the device and read after the clock stops.
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
-from bench.catalog import LOADERS, STEP_WORKLOADS, WORKLOADS  # noqa: F401 (re-exported)
+from bench.catalog import LOADERS, workload
 from bench.data import Dataset, ResidentBatches, chapter_loader, fixed_batch, normalize
 from bench.devices import synchronize
 from bench.model import Training, accuracy, build_training
 
 WARMUP_CALLS = 10
 WARMUP_BATCHES = 5
+WARMUP_SEED = 1_000_003  # the throwaway model that pays start-up costs before a training run
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Batch = tuple[torch.Tensor, torch.Tensor]
+Batches = Iterable[Batch]
+Step = Callable[[], None]
 
 
-def step_function(
-    workload: str, training: Training, inputs: torch.Tensor, labels: torch.Tensor
-) -> Callable[[], None]:
-    """The zero-argument callable of a step workload over one fixed batch."""
-    if workload == "forward":
-        training.net.eval()
+def forward_step(training: Training, inputs: torch.Tensor, labels: torch.Tensor) -> Step:
+    training.net.eval()
 
-        def step() -> None:
-            with torch.no_grad():
-                training.net(inputs)
+    def step() -> None:
+        with torch.no_grad():
+            training.forward(inputs)
 
-    elif workload == "forward_backward":
-
-        def step() -> None:
-            loss = training.criterion(training.net(inputs), labels)
-            loss.backward()
-
-    elif workload == "train_step":
-
-        def step() -> None:
-            training.step(inputs, labels)
-
-    else:
-        raise ValueError(f"{workload!r} is not a step workload ({', '.join(STEP_WORKLOADS)})")
     return step
 
 
+def forward_backward_step(training: Training, inputs: torch.Tensor, labels: torch.Tensor) -> Step:
+    def step() -> None:
+        training.forward_backward(inputs, labels)
+
+    return step
+
+
+def train_step(training: Training, inputs: torch.Tensor, labels: torch.Tensor) -> Step:
+    def step() -> None:
+        training.step(inputs, labels)
+
+    return step
+
+
+STEPS: dict[str, Callable[[Training, torch.Tensor, torch.Tensor], Step]] = {
+    "forward": forward_step,
+    "forward_backward": forward_backward_step,
+    "train_step": train_step,
+}
+
+
 def make_step(
-    workload: str, dataset: Dataset, device: torch.device | str, batch_size: int
-) -> Callable[[], None]:
-    """The callable a step workload times, warmed up: lazy init and allocator growth are paid here."""
+    name: str, dataset: Dataset, device: torch.device | str, batch_size: int, training: Training | None = None
+) -> Step:
+    """The callable a workload timed in rounds times, warmed up: lazy init and allocator growth are paid here.
+
+    It works on `training` (a fresh chapter model by default).
+    """
+    spec = workload(name)
+    if spec.step is None:
+        raise ValueError(f"{name!r} is not timed in rounds: it has no step")
     inputs, labels = fixed_batch(dataset, batch_size, device)
-    step = step_function(workload, build_training(device), inputs, labels)
+    step = STEPS[spec.step](training or build_training(device), inputs, labels)
     for _ in range(WARMUP_CALLS):
         step()
     synchronize(device)
     return step
+
+
+# --- epochs ------------------------------------------------------------------------------------------
+
+
+class HostDataClock:
+    """Host time spent waiting for the loader's next batch (right wherever the loader works on the host)."""
+
+    name = "host clock"
+
+    def __init__(self) -> None:
+        self._seconds = 0.0
+
+    def fetch(self, iterator: Iterator[Batch]) -> Batch:
+        start = time.perf_counter()
+        try:
+            return next(iterator)
+        finally:
+            self._seconds += time.perf_counter() - start
+
+    def seconds(self) -> float:
+        return self._seconds
+
+
+class CudaEventDataClock:
+    """GPU time of a data path that runs on the GPU: CUDA events around each fetch, read after the epoch.
+
+    The resident loader's gather is an asynchronous kernel: a host clock would time its launch only.
+    """
+
+    name = "cuda events"
+
+    def __init__(self) -> None:
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    def fetch(self, iterator: Iterator[Batch]) -> Batch:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        try:
+            return next(iterator)
+        finally:
+            end.record()
+            self._events.append((start, end))
+
+    def seconds(self) -> float:
+        """Valid after the device was synchronized (the epoch's final wait)."""
+        return sum(start.elapsed_time(end) for start, end in self._events) / 1000
+
+
+DataClock = HostDataClock | CudaEventDataClock
+
+
+@dataclass
+class EpochSource:
+    """Where an epoch's batches come from, and the clock that times waiting for them."""
+
+    batches: Callable[[], Batches]  # one epoch of batches, shuffled anew each call
+    clock: Callable[[], DataClock]  # a fresh data clock for one epoch
+
+
+def make_epochs(
+    loader: str, dataset: Dataset, device: torch.device | str, batch_size: int, seed: int = 0
+) -> EpochSource:
+    """Epochs of batches through `loader`: `torchvision` (the chapter's) or `resident`.
+
+    One DataLoader (or one resident copy) serves the whole case, so every epoch is shuffled anew,
+    as the chapter's `shuffle=True` loader does from one epoch to the next.
+    """
+    if loader == "torchvision":
+        chapter = chapter_loader(dataset, batch_size, seed=seed)
+        return EpochSource(lambda: chapter, HostDataClock)
+    if loader == "resident":
+        resident = ResidentBatches(dataset.train_images, dataset.train_labels, device, seed=seed)
+        on_gpu = torch.device(device).type == "cuda"
+        return EpochSource(
+            lambda: resident.batches(batch_size), CudaEventDataClock if on_gpu else HostDataClock
+        )
+    raise ValueError(f"unknown loader {loader!r} ({', '.join(LOADERS)})")
 
 
 @dataclass
@@ -74,58 +172,53 @@ class EpochTiming:
 
     seconds: float
     data_seconds: float
+    data_timer: str
     samples: int
     batches: int
     loss_sum: torch.Tensor | None = field(default=None, repr=False)
 
 
-def timed_epoch(training: Training, batches: Batches, sum_loss: bool = False) -> EpochTiming:
-    """Trains over `batches` once; the device is synchronized only at the start and the end.
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Collect garbage now, then keep the collector off: the policy of every timed region."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
-    `data_seconds` is the host time spent waiting for the loader to produce the next batch. The copy
-    to the device is counted with compute: from pageable memory it waits for the previous step on a
-    GPU, so it is not data time alone. The rest of `seconds` is compute (launches and, at the final
-    wait, the device catching up).
+
+def timed_epoch(training: Training, source: EpochSource, sum_loss: bool = False) -> EpochTiming:
+    """Trains over one epoch of `source`; the device is synchronized only at the start and the end.
+
+    `data_seconds` is the time spent producing the next batch, by the loader's data clock. The
+    copy to the device is counted with compute: from pageable memory it waits for the previous
+    step on a GPU, so it is not data time alone. The rest of `seconds` is compute.
     """
     device = training.device
     loss_sum = torch.zeros((), device=device) if sum_loss else None
+    clock = source.clock()
     samples = count = 0
-    data_seconds = 0.0
-    synchronize(device)
-    start = time.perf_counter()
-    iterator = iter(batches)
-    while True:
-        fetch_start = time.perf_counter()
-        try:
-            inputs, labels = next(iterator)
-        except StopIteration:
-            data_seconds += time.perf_counter() - fetch_start
-            break
-        data_seconds += time.perf_counter() - fetch_start
-        loss = training.step(inputs.to(device), labels.to(device))
-        if loss_sum is not None:
-            loss_sum += loss.detach()
-        samples += len(labels)
-        count += 1
-    synchronize(device)
-    return EpochTiming(time.perf_counter() - start, data_seconds, samples, count, loss_sum)
-
-
-def make_epochs(
-    loader: str, dataset: Dataset, device: torch.device | str, batch_size: int, seed: int = 0
-) -> Callable[[], Batches]:
-    """Epochs of batches through `loader`: `torchvision` (the chapter's) or `resident`.
-
-    One DataLoader (or one resident copy) serves the whole case, so every epoch is shuffled anew,
-    as the chapter's `shuffle=True` loader does from one epoch to the next.
-    """
-    if loader == "torchvision":
-        chapter = chapter_loader(dataset, batch_size, seed=seed)
-        return lambda: chapter
-    if loader == "resident":
-        resident = ResidentBatches(dataset.train_images, dataset.train_labels, device, seed=seed)
-        return lambda: resident.batches(batch_size)
-    raise ValueError(f"unknown loader {loader!r} ({', '.join(LOADERS)})")
+    with collector_paused():
+        synchronize(device)
+        start = time.perf_counter()
+        iterator = iter(source.batches())
+        while True:
+            try:
+                inputs, labels = clock.fetch(iterator)
+            except StopIteration:
+                break
+            loss = training.step(inputs.to(device), labels.to(device))
+            if loss_sum is not None:
+                loss_sum += loss.detach()
+            samples += len(labels)
+            count += 1
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    return EpochTiming(seconds, clock.seconds(), clock.name, samples, count, loss_sum)
 
 
 def _warm_up(training: Training, batches: Batches) -> None:
@@ -138,21 +231,40 @@ def _warm_up(training: Training, batches: Batches) -> None:
 
 
 def run_epochs(
-    dataset: Dataset, device: torch.device | str, batch_size: int, loader: str, repeats: int, seed: int = 0
+    dataset: Dataset,
+    device: torch.device | str,
+    batch_size: int,
+    loader: str,
+    repeats: int,
+    seed: int = 0,
+    after_epoch: Callable[[], None] | None = None,
 ) -> list[EpochTiming]:
-    """`repeats` full passes over the training set through `loader`, after a short warm-up."""
+    """`repeats` full passes over the training set through `loader`, after a short warm-up.
+
+    `after_epoch` runs between epochs, outside the timed region (memory readings).
+    """
     training = build_training(device)
-    epochs = make_epochs(loader, dataset, device, batch_size, seed=seed)
-    _warm_up(training, epochs())
-    return [timed_epoch(training, epochs()) for _ in range(repeats)]
+    source = make_epochs(loader, dataset, device, batch_size, seed=seed)
+    _warm_up(training, source.batches())
+    timings = []
+    for _ in range(repeats):
+        timings.append(timed_epoch(training, source))
+        if after_epoch is not None:
+            after_epoch()
+    return timings
+
+
+# --- training runs -----------------------------------------------------------------------------------
 
 
 @dataclass
 class TrainingRun:
     """The chapter's training run: per epoch, training seconds, evaluation seconds, loss and accuracy."""
 
+    seed: int
     epoch_seconds: list[float]
     data_seconds: list[float]
+    data_timer: str
     eval_seconds: list[float]
     mean_losses: list[float]
     test_accuracies: list[float]
@@ -160,27 +272,36 @@ class TrainingRun:
 
 
 def run_training(
-    dataset: Dataset, device: torch.device | str, batch_size: int, epochs: int, loader: str = "resident"
+    dataset: Dataset,
+    device: torch.device | str,
+    batch_size: int,
+    epochs: int,
+    loader: str = "resident",
+    seed: int = 0,
+    after_epoch: Callable[[], None] | None = None,
 ) -> TrainingRun:
-    """Trains a fresh model for `epochs` epochs; evaluation is timed apart from training.
+    """Trains a fresh model for `epochs` epochs from `seed` (weights and shuffling); evaluation is timed apart.
 
     A throwaway model first takes a few steps on the same path, so one-time start-up costs (CUDA
     context, cuBLAS handles, lazily loaded kernels) do not land in the first epoch.
     """
-    batches = make_epochs(loader, dataset, device, batch_size)
-    _warm_up(build_training(device, seed=1), batches())
-    training = build_training(device)
+    source = make_epochs(loader, dataset, device, batch_size, seed=seed)
+    _warm_up(build_training(device, seed=WARMUP_SEED), source.batches())
+    training = build_training(device, seed=seed)
     test_inputs = normalize(dataset.test_images).to(device)
     test_labels = dataset.test_labels.to(device)
-    run = TrainingRun([], [], [], [], [], 0)
+    run = TrainingRun(seed, [], [], "", [], [], [], 0)
     for _ in range(epochs):
-        timing = timed_epoch(training, batches(), sum_loss=True)
+        timing = timed_epoch(training, source, sum_loss=True)
         assert timing.loss_sum is not None
         run.epoch_seconds.append(timing.seconds)
         run.data_seconds.append(timing.data_seconds)
+        run.data_timer = timing.data_timer
         run.mean_losses.append(timing.loss_sum.item() / max(timing.batches, 1))
         run.samples_per_epoch = timing.samples
         eval_start = time.perf_counter()
         run.test_accuracies.append(accuracy(training.net, test_inputs, test_labels))
         run.eval_seconds.append(time.perf_counter() - eval_start)
+        if after_epoch is not None:
+            after_epoch()
     return run

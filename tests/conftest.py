@@ -1,8 +1,11 @@
-"""Shared fixtures: small real data (a slice of Fashion-MNIST), synthetic IDX files, and the CLI.
+"""Shared fixtures: a small real data set (committed with the tests), synthetic IDX files, and the CLI.
 
-Real data comes from Debian's dataset-fashion-mnist package (`.ci/run` installs it); tests that
-need it skip with that reason where it is missing. Runs of the harness go through a subprocess
-(`python -m bench`), exactly as a user starts it.
+The real data is the first 1,000 training and 300 test images of Fashion-MNIST, committed under
+`tests/data/fashion-mnist-1k` (MIT, see its README), so no test depends on a system package. Runs of
+the harness go through a subprocess (`python -m bench`), exactly as a user starts it.
+
+The only tests that skip are the CUDA ones, on a machine without a GPU (`cuda` marker), and only
+with that reason.
 """
 
 from __future__ import annotations
@@ -18,47 +21,33 @@ import pytest
 import torch
 
 from bench import env as envmod
-from bench.data import FILE_STEMS, write_synthetic
-from bench.idx import read_idx, write_idx
+from bench.data import write_synthetic
+from bench.sweep_pytest import MachineInfo
 
 ROOT = Path(__file__).resolve().parent.parent
-FASHION_DIR = Path(os.environ.get("BENCH_TEST_FASHION_DIR", "/usr/share/datasets/fashion-mnist"))
+SMALL_REAL_DIR = ROOT / "tests" / "data" / "fashion-mnist-1k"
 SMALL_TRAIN, SMALL_TEST = 1000, 300
+NO_CUDA_REASON = "no CUDA device visible on this machine"
 
-
-def has_fashion() -> bool:
-    return all(
-        (FASHION_DIR / f"{stem}.gz").is_file() or (FASHION_DIR / stem).is_file()
-        for stem in FILE_STEMS.values()
-    )
-
-
-requires_fashion = pytest.mark.skipif(
-    not has_fashion(),
-    reason=f"real data missing: apt-get install dataset-fashion-mnist (looked in {FASHION_DIR})",
-)
-requires_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device visible on this machine"
-)
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA_REASON)
 requires_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 
 
-def _fashion_file(stem: str) -> Path:
-    plain = FASHION_DIR / stem
-    return plain if plain.is_file() else FASHION_DIR / f"{stem}.gz"
+def cuda_test(function):  # type: ignore[no-untyped-def]
+    """A test that needs a GPU: marked `cuda` (scripts/cuda-reference.sh runs `-m cuda`), skipped without one."""
+    return pytest.mark.cuda(requires_cuda(function))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # every pytest-benchmark JSON of the suite carries the torch build and devices, as a run's does
+    config.pluginmanager.register(MachineInfo(envmod.collect_all), "torch-bench-machine-info")
 
 
 @pytest.fixture(scope="session")
-def small_real_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 1,000 training and 300 test images of the real Fashion-MNIST, as gzipped IDX files."""
-    if not has_fashion():
-        pytest.skip(f"real data missing: apt-get install dataset-fashion-mnist (looked in {FASHION_DIR})")
-    folder = tmp_path_factory.mktemp("fashion-small")
-    sizes = {"train": SMALL_TRAIN, "test": SMALL_TEST}
-    for key, stem in FILE_STEMS.items():
-        data = read_idx(_fashion_file(stem))
-        write_idx(folder / f"{stem}.gz", data[: sizes[key.split("_")[0]]].clone())
-    return folder
+def small_real_dir() -> Path:
+    """The committed slice of real Fashion-MNIST: four gzipped IDX files in a flat folder."""
+    assert SMALL_REAL_DIR.is_dir(), f"the committed test data is missing: {SMALL_REAL_DIR}"
+    return SMALL_REAL_DIR
 
 
 @pytest.fixture(scope="session")
@@ -106,17 +95,9 @@ def run_cli(
 
 
 SMALL_RUN_ARGS = (
-    "--batch-sizes",
-    "32,200",
-    "--epochs",
-    "2",
-    "--epoch-repeats",
-    "2",
-    "--max-time",
-    "0.05",
-    "--devices",
-    "cpu",
-)
+    "--batch-sizes", "32,200", "--epochs", "2", "--epoch-repeats", "2", "--train-runs", "2",
+    "--max-time", "0.05", "--devices", "cpu",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -124,32 +105,12 @@ def small_run(tmp_path_factory: pytest.TempPathFactory, small_real_dir: Path) ->
     """One real run of every workload on the small real data; tests read its folder, never edit it."""
     folder = tmp_path_factory.mktemp("runs") / "small"
     result = run_cli(
-        "run",
-        *SMALL_RUN_ARGS,
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        str(small_real_dir),
-        "--out",
-        str(folder),
-    )
+        "run", *SMALL_RUN_ARGS, "--dataset", "fashion-mnist", "--data-dir", str(small_real_dir),
+        "--out", str(folder),
+    )  # fmt: skip
     assert result.returncode == 0, result.output
     return folder
 
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
-
-
-def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    """Every pytest-benchmark JSON from the test suite carries the torch build and devices."""
-    torch_facts = envmod.collect_torch()
-    cuda = envmod.collect_cuda()
-    machine_info["torch_bench"] = {
-        "torch": torch_facts.get("version"),
-        "cuda": torch_facts.get("cuda"),
-        "cudnn": torch_facts.get("cudnn"),
-        "torch_threads": torch_facts.get("num_threads"),
-        "gpus": [device["name"] for device in cuda.get("devices", [])],
-        "driver": envmod.collect_nvml().get("driver_version"),
-    }

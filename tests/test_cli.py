@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench.cli import main, parse_batch_sizes
 from bench.errors import UsageError
-from tests.conftest import SMALL_RUN_ARGS, load_json, requires_no_cuda, run_cli
+from bench.schema import load_run
+from bench.stats import summarize
+from tests.conftest import ROOT, SMALL_RUN_ARGS, load_json, requires_no_cuda, run_cli
 
 
 def test_small_run_writes_every_file(small_run: Path) -> None:
@@ -19,17 +24,34 @@ def test_small_run_writes_every_file(small_run: Path) -> None:
     assert data["state"] == "complete" and data["planned_cases"] == len(data["cases"]) == 2 * (3 + 2 + 1)
 
 
+def test_the_results_line_lists_every_file_written(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_cli(
+        "run", "--devices", "cpu", "--workloads", "forward", "--batch-sizes", "8", "--passes", "1",
+        "--max-time", "0.01", "--dataset", "synthetic", "--data-dir", str(tmp_path / "data"), "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if line.startswith("Results:"))
+    for name in ("summary.md", "results.csv", "results.json", "pytest-benchmark.json"):
+        assert name in line and (out / name).is_file()
+
+
 def test_pytest_benchmark_json_is_the_engines_own(small_run: Path) -> None:
     raw = load_json(small_run / "pytest-benchmark.json")
     assert "machine_info" in raw and raw["machine_info"]["torch_bench"]["torch"]
     names = {bench["name"] for bench in raw["benchmarks"]}
     assert any("train_step-step-cpu-32" in name for name in names)
-    results = load_json(small_run / "results.json")
-    step = next(c for c in results["cases"] if c["workload"] == "train_step" and c["batch_size"] == 32)
-    engine = [b for b in raw["benchmarks"] if "train_step-step-cpu-32" in b["name"]]
-    pooled = [x for b in engine for x in b["stats"]["data"]]
-    assert sorted(pooled) == sorted(step["samples_s"])  # the very samples pytest-benchmark took
-    assert step["details"]["calls_per_round"] >= 1
+    step = next(c for c in load_run(small_run).cases if c.workload == "train_step" and c.batch_size == 32)
+    for record in step.passes:  # each pass is the engine's own record of that pass, quartiles included
+        engine = next(
+            b
+            for b in raw["benchmarks"]
+            if b["name"].endswith(f"train_step-step-cpu-32-pass{record.index + 1}]")
+        )
+        assert engine["stats"]["data"] == record.samples_s
+        assert engine["stats"]["iterations"] == record.calls_per_round
+        assert engine["options"]["min_time"] == record.min_round_s
+        assert summarize(record.samples_s).iqr == pytest.approx(engine["stats"]["iqr"])
 
 
 @pytest.mark.parametrize(
@@ -45,6 +67,11 @@ def test_pytest_benchmark_json_is_the_engines_own(small_run: Path) -> None:
         (["--epochs", "0"], "--epochs 0 must be at least 1"),
         (["--passes", "0"], "--passes 0 must be at least 1"),
         (["--target-accuracy", "80"], "must be a fraction"),
+        (["--train-runs", "0"], "--train-runs 0 must be at least 1"),
+        (["--batch-sizes="], "--batch-sizes is empty"),
+        (["--workloads", ""], "--workloads is empty"),
+        (["--loaders", " , "], "--loaders is empty"),
+        (["--devices="], "--devices is empty"),
     ],
 )
 def test_bad_options_fail_fast_and_write_nothing(
@@ -128,8 +155,34 @@ def test_check_runs_before_anything_else(tmp_path: Path) -> None:
 
 def test_parse_batch_sizes_keeps_order_and_drops_repeats() -> None:
     assert parse_batch_sizes("64, 16,64") == (64, 16)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="is empty"):
         parse_batch_sizes(",")
+
+
+def test_an_unknown_option_gets_the_commands_own_usage() -> None:
+    result = run_cli("run", "--bogus")
+    assert result.returncode == 2
+    assert "usage: bench run" in result.stderr and "unrecognized arguments: --bogus" in result.stderr
+
+
+CHECK_BEFORE_TORCH = """
+import sys
+from bench.cli import main
+code = main(sys.argv[1:])
+print("torch imported:", "torch" in sys.modules, "exit", code)
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["--batch-sizes", "0"], ["--workloads", "nope"], ["--epochs", "0"], ["--batch-sizes="]]
+)
+def test_bad_values_are_refused_before_torch_is_imported(args: list[str], tmp_path: Path) -> None:
+    """A typo costs a fraction of a second: the values are checked before the 2-5 s import of torch."""
+    process = subprocess.run(
+        [sys.executable, "-c", CHECK_BEFORE_TORCH, "run", *args, "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+    )  # fmt: skip
+    assert "torch imported: False exit 2" in process.stdout, process.stdout + process.stderr
 
 
 def test_help_states_every_default() -> None:
@@ -145,12 +198,24 @@ def test_help_states_every_default() -> None:
         "--dataset",
         "--data-dir",
         "--epochs",
+        "--train-runs",
+        "--epoch-repeats",
+        "--passes",
+        "--max-time",
         "--out",
         "--quick",
     ):
         start = text.index(f" {option} ")
         assert "default" in text[start : start + 400], option
     assert options
+    # the profiles' values, written from their one definition
+    from bench.plan import FULL, QUICK
+
+    assert f"default: {FULL.passes}; with --quick: {QUICK.passes}" in text
+    assert (
+        f"default: {','.join(map(str, FULL.batch_sizes))}; with --quick: {','.join(map(str, QUICK.batch_sizes))}"
+        in text
+    )
 
 
 def test_synthetic_run_is_labelled_everywhere(tmp_path: Path) -> None:
@@ -174,6 +239,8 @@ def test_synthetic_run_is_labelled_everywhere(tmp_path: Path) -> None:
     assert result.returncode == 0, result.output
     summary = (out / "summary.md").read_text()
     assert "SYNTHETIC" in summary and "accuracy is not meaningful" in summary
-    assert "SYNTHETIC" in result.stdout
+    assert "SYNTHETIC" in result.stdout and "**SYNTHETIC**" not in result.stdout  # a plain console
+    training = summary.split("## Training to accuracy")[1].split("##")[0]
+    assert "not meaningful" in training and "100.0%" not in training
     assert json.loads((out / "results.json").read_text())["dataset"]["synthetic"] is True
     assert "True" in (out / "results.csv").read_text().splitlines()[1]

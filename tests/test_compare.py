@@ -6,13 +6,17 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bench.compare import FASTER, SAME, SLOWER, beyond_floor, compare_runs, comparison_markdown
-from bench.results import RESULTS_FILE, load_run
+from bench.results import RESULTS_FILE, PassRecord
+from bench.schema import load_run
 from tests.conftest import ROOT, run_cli
+
+V1_FILE = ROOT / "tests" / "data" / "results-v1.json"
 
 COMPARE_ARGS = (
     "--devices", "cpu", "--workloads", "train_step,epoch", "--loaders", "resident", "--batch-sizes", "64,256",
@@ -66,11 +70,8 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _slowed_copy(source: Path, target: Path, factor: float, torch_version: str | None = None) -> Path:
     data = json.loads((source / RESULTS_FILE).read_text())
     for case in data["cases"]:
-        case["samples_s"] = [x * factor for x in case["samples_s"]]
-        if case.get("pass_medians"):
-            case["pass_medians"] = [x * factor for x in case["pass_medians"]]
-        case["median_s"] *= factor
-        case["samples_per_s"] /= factor
+        for record in case["passes"]:
+            record["samples_s"] = [x * factor for x in record["samples_s"]]
     if torch_version:
         data["env"]["torch"]["version"] = torch_version
     target.mkdir()
@@ -87,6 +88,8 @@ def test_same_code_twice_shows_no_significant_change(two_runs: tuple[Path, Path]
     result = run_cli("compare", str(two_runs[0]), str(two_runs[1]), "--fail-above", "10")
     assert result.returncode == 0, result.output
     assert "0 slower, 0 faster" in result.stdout
+    for row in comparison.rows:  # every case says what it could have seen: a change beyond the floor
+        assert row.detectable is not None and row.detectable >= 1 + comparison.min_effect
 
 
 def test_a_slowed_copy_is_found_and_fails_the_gate(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
@@ -145,3 +148,26 @@ def test_the_floor_weighs_halving_and_doubling_alike() -> None:
     for ratio in (0.3, 0.52, 0.6, 1.04, 1.06, 1.8, 2.0, 3.3):
         assert beyond_floor(ratio, 0.9) == beyond_floor(1 / ratio, 0.9)
         assert beyond_floor(ratio, 0.05) == beyond_floor(1 / ratio, 0.05)
+
+
+def test_a_case_that_cannot_see_a_doubling_says_how_many_passes_would() -> None:
+    """Two passes of units that differ 3x within a run: compare names the detectable change and the cure."""
+    a, b = load_run(V1_FILE), load_run(V1_FILE)
+    for run, seconds in ((a, (1e-3, 3e-3)), (b, (2e-3, 1.2e-3))):
+        run.cases = [
+            replace(case, passes=[PassRecord(i, [s]) for i, s in enumerate(seconds)])
+            if case.workload == "train_step"
+            else case
+            for case in run.cases
+        ]
+    comparison = compare_runs(a, b)
+    blind = [row for row in comparison.rows if row.key.workload == "train_step"]
+    assert len(blind) == 5 and all(row.detectable is not None and row.detectable > 2 for row in blind)
+    assert all(row.passes_needed is not None and row.passes_needed > 2 for row in blind)
+    text = comparison_markdown(comparison)
+    assert "could not have seen a change of 2x" in text
+    assert f"--passes {blind[0].passes_needed}" in text
+    # identical in A and B (B/A = 1): the detectable change is where the interval ends, or the floor
+    for row in (row for row in comparison.rows if row.key.workload == "forward"):
+        assert row.estimate is not None and row.estimate.ratio == pytest.approx(1.0)
+        assert row.detectable == pytest.approx(max(row.estimate.high, 1 + comparison.min_effect))

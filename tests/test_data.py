@@ -11,12 +11,14 @@ import torch
 from bench.data import (
     FILE_STEMS,
     ResidentBatches,
+    chapter_dataset,
     chapter_loader,
     find_files,
     fixed_batch,
     identify,
     load_dataset,
     normalize,
+    torchvision_layout,
     write_synthetic,
 )
 from bench.errors import DatasetError, UsageError
@@ -139,8 +141,8 @@ def test_the_chapters_loader_reshuffles_every_epoch(small_real_dir: Path) -> Non
     dataset = load_dataset("fashion-mnist", small_real_dir)
     for loader in ("torchvision", "resident"):
         epochs = make_epochs(loader, dataset, "cpu", batch_size=100)
-        first = torch.cat([labels for _, labels in epochs()])
-        second = torch.cat([labels for _, labels in epochs()])
+        first = torch.cat([labels for _, labels in epochs.batches()])
+        second = torch.cat([labels for _, labels in epochs.batches()])
         assert not torch.equal(first, second), loader
         assert torch.equal(first.sort().values, second.sort().values)
 
@@ -148,6 +150,32 @@ def test_the_chapters_loader_reshuffles_every_epoch(small_real_dir: Path) -> Non
 def test_unknown_dataset_name_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown dataset 'cifar'"):
         load_dataset("cifar", tmp_path)
+
+
+def test_the_chapters_dataset_is_torchvisions_own_class_over_its_layout(
+    small_real_dir: Path, tmp_path: Path
+) -> None:
+    """No subclass, no skipped __init__: torchvision's FashionMNIST reading files laid out as it wants."""
+    from torchvision import datasets
+
+    dataset = load_dataset("fashion-mnist", small_real_dir)
+    chapter = chapter_dataset(dataset)
+    assert type(chapter) is datasets.FashionMNIST and len(chapter) == SMALL_TRAIN
+    assert torch.equal(chapter.data, dataset.train_images) and torch.equal(
+        chapter.targets, dataset.train_labels
+    )
+    root = torchvision_layout(dataset.info, "FashionMNIST")
+    raw = root / "FashionMNIST" / "raw"
+    stamps = {path.name: path.stat().st_mtime_ns for path in raw.iterdir()}
+    assert sorted(stamps) == sorted(FILE_STEMS.values())  # un-gzipped, as torchvision looks for them
+    assert torchvision_layout(dataset.info, "FashionMNIST") == root  # laid out once, then reused
+    assert {path.name: path.stat().st_mtime_ns for path in raw.iterdir()} == stamps
+    # files already in torchvision's layout are read where they are
+    in_place = tmp_path / "FashionMNIST" / "raw"
+    in_place.mkdir(parents=True)
+    for stem in FILE_STEMS.values():
+        write_idx(in_place / stem, read_idx(small_real_dir / f"{stem}.gz"))
+    assert torchvision_layout(load_dataset("fashion-mnist", tmp_path).info, "FashionMNIST") == tmp_path
 
 
 def test_resident_batches_equal_the_chapter_pipeline(small_real_dir: Path) -> None:

@@ -7,9 +7,18 @@ import time
 import pytest
 import torch
 
-from bench.devices import default_devices, device_clock, parse_devices, synchronize
+from bench.devices import (
+    MIN_ROUND_S,
+    SYNC_SHARE_BOUND,
+    clock_overhead,
+    default_devices,
+    device_clock,
+    min_round_s,
+    parse_devices,
+    synchronize,
+)
 from bench.errors import UsageError
-from tests.conftest import requires_cuda, requires_no_cuda
+from tests.conftest import cuda_test, requires_no_cuda
 
 
 def test_cpu_parses_and_repeats_collapse() -> None:
@@ -37,7 +46,7 @@ def test_cuda_without_a_gpu_says_why(text: str) -> None:
     assert "--devices cpu" in str(error.value)
 
 
-@requires_cuda
+@cuda_test
 def test_cuda_index_past_the_last_gpu_is_rejected() -> None:
     count = torch.cuda.device_count()
     with pytest.raises(UsageError, match=f"this machine has {count} CUDA device"):
@@ -45,8 +54,11 @@ def test_cuda_index_past_the_last_gpu_is_rejected() -> None:
     assert parse_devices("cuda") == [f"cuda:{i}" for i in range(count)]
 
 
-def test_default_devices_are_cpu_plus_visible_gpus() -> None:
-    assert default_devices() == ["cpu", *[f"cuda:{i}" for i in range(torch.cuda.device_count())]]
+def test_default_devices_start_with_the_cpu_and_parse_back_to_themselves() -> None:
+    devices = default_devices()
+    assert devices[0] == "cpu" and len(devices) == len(set(devices))
+    assert parse_devices(",".join(devices)) == devices  # every default is a valid, canonical name
+    assert all(name.startswith("cuda:") for name in devices[1:])
 
 
 def test_cpu_clock_is_the_plain_counter() -> None:
@@ -54,7 +66,21 @@ def test_cpu_clock_is_the_plain_counter() -> None:
     synchronize("cpu")  # a no-op that must not fail
 
 
-@requires_cuda
+def test_the_clock_overhead_is_measured_and_sets_the_round_length() -> None:
+    overhead = clock_overhead("cpu")
+    assert 0 < overhead < 1e-4  # a perf_counter read: well under a microsecond to tens of microseconds
+    assert min_round_s(overhead) == MIN_ROUND_S  # the 1 ms floor already keeps it far under 1%
+    assert min_round_s(5e-5) == pytest.approx(5e-5 / SYNC_SHARE_BOUND)  # a slow sync lengthens rounds
+    assert 5e-5 / min_round_s(5e-5) <= SYNC_SHARE_BOUND
+
+
+@cuda_test
+def test_cuda_clock_overhead_stays_under_one_percent_of_a_round() -> None:
+    overhead = clock_overhead("cuda:0")
+    assert overhead > 0 and overhead / min_round_s(overhead) <= SYNC_SHARE_BOUND
+
+
+@cuda_test
 def test_cuda_clock_waits_for_queued_work() -> None:
     clock = device_clock("cuda:0")
     x = torch.randn(4096, 4096, device="cuda:0")

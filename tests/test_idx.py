@@ -10,15 +10,14 @@ import torch
 
 from bench.errors import DatasetError
 from bench.idx import IMAGE_DIMS, LABEL_DIMS, read_idx, write_idx
-from tests.conftest import FASHION_DIR, requires_fashion
+from tests.conftest import SMALL_REAL_DIR, SMALL_TRAIN
 
 
-@requires_fashion
 def test_reads_real_fashion_mnist_gzipped() -> None:
-    images = read_idx(FASHION_DIR / "train-images-idx3-ubyte.gz", IMAGE_DIMS)
-    labels = read_idx(FASHION_DIR / "train-labels-idx1-ubyte.gz", LABEL_DIMS)
-    assert images.shape == (60000, 28, 28) and images.dtype == torch.uint8
-    assert labels.shape == (60000,)
+    images = read_idx(SMALL_REAL_DIR / "train-images-idx3-ubyte.gz", IMAGE_DIMS)
+    labels = read_idx(SMALL_REAL_DIR / "train-labels-idx1-ubyte.gz", LABEL_DIMS)
+    assert images.shape == (SMALL_TRAIN, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (SMALL_TRAIN,)
     assert int(labels.max()) == 9 and int(labels.min()) == 0
     assert 0 < float(images.float().mean()) < 255
 

@@ -7,9 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from bench.results import load_run
+from bench.schema import load_run
 from tests.conftest import run_cli, shadow_package
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,7 +35,6 @@ def test_a_run_on_a_loaded_machine_says_so(tmp_path: Path) -> None:
 
 
 def test_report_plot_draws_pngs_and_links_them(small_run: Path, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib", reason="matplotlib is the optional `plot` extra")
     copy = tmp_path / "run"
     shutil.copytree(small_run, copy)
     result = run_cli("report", str(copy), "--plot")
@@ -47,7 +44,7 @@ def test_report_plot_draws_pngs_and_links_them(small_run: Path, tmp_path: Path) 
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
     summary = (copy / "summary.md").read_text()
     assert "![throughput](throughput.png)" in summary and "![memory](memory.png)" in summary
-    assert load_run(copy).options["plots"] == ["throughput.png", "memory.png"]
+    assert load_run(copy).plots == ["throughput.png", "memory.png"]
 
 
 def test_plot_without_matplotlib_fails_before_measuring(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
+import re
 import shutil
 import statistics
 from dataclasses import replace
@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.plan import CaseKey
 from bench.report import (
     CSV_COLUMNS,
+    console_summary,
     csv_text,
     data_share,
     epoch_vs_steps,
@@ -21,12 +23,16 @@ from bench.report import (
     fmt_rate,
     fmt_seconds,
     index_cases,
+    median_time_to_target,
     paired_epoch_ratios,
+    run_time_to_target,
     summary_markdown,
+    throughput_table,
     time_to_target,
 )
-from bench.results import load_run
-from tests.conftest import run_cli
+from bench.results import CaseResult, PassRecord
+from bench.schema import load_run
+from tests.conftest import SMALL_TRAIN, run_cli
 
 
 @pytest.mark.parametrize(
@@ -38,6 +44,8 @@ def test_rates_for_people(value: float | None, text: str) -> None:
 
 def test_units_for_people() -> None:
     assert fmt_seconds(0.000152) == "0.152 ms"
+    assert fmt_seconds(8.2e-6) == "8.2 µs"
+    assert fmt_seconds(4.1e-8) == "41 ns"
     assert fmt_seconds(15.43) == "15.4 s"
     assert fmt_mib(3 * 2**20) == "3.0"
 
@@ -50,62 +58,90 @@ def test_summary_markdown_has_every_section_and_case(small_run: Path) -> None:
         assert heading in text
     assert "Fashion-MNIST" in text and "Complete run" in text
     assert "| batch 32 " in text and "| batch 200 " in text
-    assert text.count("| train_step ") >= 1
+    assert "garbage collected before, and the collector off during" in text
     for case in run.cases:
         assert fmt_rate(case.samples_per_s) in text
+    all_cases = text.split("## All cases")[1]
+    header = all_cases.strip().splitlines()[0]
+    assert all(cell.strip() for cell in header.strip("|").split("|")), f"an empty column header: {header}"
 
 
-def test_derived_values_come_from_the_raw_samples(small_run: Path) -> None:
+def test_derived_values_come_from_the_pass_records(small_run: Path) -> None:
     run = load_run(small_run)
     cases = index_cases(run)
-    epoch = cases[("epoch", "cpu", 32, "resident")]
+    epoch = cases[CaseKey("epoch", "cpu", 32, "resident")]
     share = data_share(epoch)
     assert share is not None and 0 < share < 1
-    assert share == pytest.approx(sum(epoch.details["data_seconds"]) / sum(epoch.samples_s))
-    step = cases[("train_step", "cpu", 32, None)]
-    ratio = epoch_vs_steps(epoch, cases)
-    assert epoch.details["batches_per_epoch"] == 32  # 1,000 images: 31 full batches and a ragged one
-    # each epoch against the train_steps of its own pass (samples_s split by the rounds of each pass)
-    assert step.details["pass_index"] == [0, 1, 2] and epoch.details["pass_index"] == [0, 1]
-    bounds = list(itertools.accumulate(step.details["pass_rounds"], initial=0))
-    assert bounds[-1] == len(step.samples_s)
-    pass_means = [statistics.fmean(step.samples_s[a:b]) for a, b in itertools.pairwise(bounds)]
-    expected = statistics.median(
-        e / (32 * pass_means[p]) for e, p in zip(epoch.samples_s, [0, 1], strict=True)
+    assert share == pytest.approx(
+        sum(sum(r.data_seconds or []) for r in epoch.passes) / sum(sum(r.samples_s) for r in epoch.passes)
     )
-    assert ratio == pytest.approx(expected)
-    train = cases[("train", "cpu", 32, "resident")]
-    epochs, seconds = time_to_target(train)
-    if epochs is not None:
-        assert train.test_accuracy[epochs - 1] >= train.details["target_accuracy"]
-        assert seconds == pytest.approx(sum(train.samples_s[:epochs]))
+    step = cases[CaseKey("train_step", "cpu", 32)]
+    # each epoch against the train_steps of its own pass; 1,000 images at batch 32 are 31.25 steps
+    # (31 full batches and one of 8 images, counted by its size), not 32
+    means = {r.index: statistics.fmean(r.samples_s) for r in step.passes}
+    expected = statistics.median(
+        seconds / (SMALL_TRAIN / 32 * means[r.index]) for r in epoch.passes for seconds in r.samples_s
+    )
+    assert epoch_vs_steps(epoch, cases) == pytest.approx(expected)
+
+
+def test_the_ragged_last_batch_counts_by_its_samples() -> None:
+    """1,000 samples at batch 300: 3 full steps and one of 100 samples is 3.33 steps, not 4."""
+    step = CaseResult.for_key(
+        CaseKey("train_step", "cpu", 300), samples_per_unit=300, passes=[PassRecord(0, [0.01])]
+    )
+    epoch = CaseResult.for_key(
+        CaseKey("epoch", "cpu", 300, "resident"),
+        samples_per_unit=1000,
+        passes=[PassRecord(0, [0.05], batches=4)],
+    )
+    cases = {step.key: step, epoch.key: epoch}
+    assert epoch_vs_steps(epoch, cases) == pytest.approx(0.05 / (1000 / 300 * 0.01))
+    assert paired_epoch_ratios(epoch, step) == [pytest.approx(1.5)]
 
 
 def test_epoch_ratio_pairs_what_it_can_and_falls_back_otherwise(small_run: Path) -> None:
     cases = index_cases(load_run(small_run))
-    epoch, step = cases[("epoch", "cpu", 32, "resident")], cases[("train_step", "cpu", 32, None)]
-    unpaired = epoch.median_s / (32 * statistics.fmean(step.samples_s))
-    assert len(paired_epoch_ratios(epoch, step, 32)) == 2
-    # the step's second pass failed (merged_with keeps only what was measured): pass 0 alone pairs
-    rounds = step.details["pass_rounds"]
-    kept = [0, 2]
-    only = replace(
-        step,
-        samples_s=step.samples_s[: rounds[0]] + step.samples_s[rounds[0] + rounds[1] :],
-        details={**step.details, "pass_index": kept, "pass_rounds": [rounds[0], rounds[2]]},
+    epoch, step = cases[CaseKey("epoch", "cpu", 32, "resident")], cases[CaseKey("train_step", "cpu", 32)]
+    assert len(paired_epoch_ratios(epoch, step)) == 2
+    # the step's second pass failed: only the epoch of pass 0 finds its steps
+    only = replace(step, passes=[r for r in step.passes if r.index != 1])
+    pairs = paired_epoch_ratios(epoch, only)
+    first = next(r for r in epoch.passes if r.index == 0)
+    assert pairs == [
+        pytest.approx(first.samples_s[0] / (SMALL_TRAIN / 32 * statistics.fmean(step.passes[0].samples_s)))
+    ]
+    # no pass in common (results from another run, say): the epochs' median over the steps' mean
+    elsewhere = replace(step, passes=[replace(r, index=r.index + 10) for r in step.passes])
+    with_other = {**cases, step.key: elsewhere}
+    assert paired_epoch_ratios(epoch, elsewhere) == []
+    assert epoch_vs_steps(epoch, with_other) == pytest.approx(
+        epoch.median_s / (SMALL_TRAIN / 32 * statistics.fmean(step.samples_s))
     )
-    pairs = paired_epoch_ratios(epoch, only, 32)
-    assert pairs == [pytest.approx(epoch.samples_s[0] / (32 * statistics.fmean(step.samples_s[: rounds[0]])))]
-    # results written before passes were recorded, or hand-edited nonsense: the unpaired ratio
-    for details in (
-        {},
-        {"pass_index": [0, 1, 2], "pass_rounds": ["x", 1, 1]},
-        {"pass_index": [0], "pass_rounds": [1]},
-    ):
-        old_step = replace(step, details={**step.details, **details} if details else {})
-        assert paired_epoch_ratios(epoch, old_step, 32) == []
-        with_old = {**cases, ("train_step", "cpu", 32, None): old_step}
-        assert epoch_vs_steps(epoch, with_old) == pytest.approx(unpaired)
+
+
+def test_time_to_target_per_run_and_the_median_over_the_runs_that_reached_it() -> None:
+    def run(index: int, accuracies: list[float]) -> PassRecord:
+        return PassRecord(index, [2.0] * len(accuracies), seed=index, test_accuracy=accuracies)
+
+    case = CaseResult.for_key(
+        CaseKey("train", "cpu", 64, "resident"),
+        samples_per_unit=1000,
+        passes=[run(0, [0.5, 0.81, 0.9]), run(1, [0.7, 0.75, 0.79]), run(2, [0.85, 0.9, 0.9])],
+    )
+    assert run_time_to_target(case.passes[0], 0.8) == (2, 4.0)
+    assert run_time_to_target(case.passes[1], 0.8) == (None, None)
+    assert time_to_target(case, 0.8) == (2, [4.0, None, 2.0])  # the run that never got there is counted
+    assert median_time_to_target(case, 0.8) == 3.0
+    assert case.final_accuracy == 0.9
+
+
+def test_the_training_table_counts_runs_on_real_data(small_run: Path) -> None:
+    text = (small_run / "summary.md").read_text()
+    training = text.split("## Training to accuracy")[1].split("## Memory")[0]
+    assert "runs reaching 80%" in training
+    assert len(re.findall(r"\| [012] of 2 ", training)) == 2  # both batch sizes, two runs each
+    assert "not meaningful" not in training
 
 
 def test_csv_is_one_row_per_case_in_raw_units(small_run: Path) -> None:
@@ -117,8 +153,26 @@ def test_csv_is_one_row_per_case_in_raw_units(small_run: Path) -> None:
     for case in run.cases:
         row = by_key[(case.workload, case.device, case.batch_size, case.loader)]
         assert float(row["samples_per_s"]) == pytest.approx(case.samples_per_s)
-        assert int(row["host_rss_peak_bytes"]) == case.host_rss_peak_bytes
+        assert int(row["host_rss_peak_bytes"]) == case.peak("host_rss_peak_bytes")
+        assert int(row["passes"]) == len(case.passes) and row["mode"] == "eager"
         assert row["dataset"] == "fashion-mnist" and row["synthetic"] == "False"
+
+
+def test_the_console_is_plain_text(small_run: Path) -> None:
+    text = console_summary(load_run(small_run))
+    assert "**" not in text and "`" not in text
+    assert "Dataset: Fashion-MNIST" in text
+
+
+def test_extra_dimensions_get_a_column_only_when_a_run_varies_them(small_run: Path) -> None:
+    run = load_run(small_run)
+    plain = throughput_table(run)
+    assert "mode" not in plain.splitlines()[0] and "threads" not in plain.splitlines()[0]
+    step = next(c for c in run.cases if c.workload == "train_step" and c.batch_size == 32)
+    run.cases.append(replace(step, mode="compile", threads=1))
+    varied = throughput_table(run).splitlines()
+    assert "| mode " in varied[0] and "| threads " in varied[0]
+    assert any("| compile " in line and "| 1 " in line for line in varied)
 
 
 def test_report_command_rerenders_the_same_tables(small_run: Path, tmp_path: Path) -> None:
@@ -141,10 +195,3 @@ def test_report_into_a_folder_it_cannot_write_is_a_clear_error(small_run: Path, 
     result = run_cli("report", str(copy))
     assert result.returncode == 2
     assert "cannot write the tables" in result.stderr and "Traceback" not in result.output
-
-
-def test_report_refuses_a_file_that_is_not_results(tmp_path: Path) -> None:
-    (tmp_path / "results.json").write_text("{not json")
-    result = run_cli("report", str(tmp_path))
-    assert result.returncode == 2
-    assert "is not a results file" in result.stderr and "Traceback" not in result.output

@@ -1,26 +1,31 @@
-"""results.json: round trip, validation of files that are not results, atomic writes, the run folder."""
+"""Result records: one record per pass, derived statistics, round trips, atomic writes, the run folder."""
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import shutil
+import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bench.errors import ResultsFileError, UsageError
+from bench.errors import UsageError
+from bench.plan import CaseKey
 from bench.results import (
     RESULTS_FILE,
     SCHEMA_VERSION,
-    CaseKey,
     CaseResult,
-    load_run,
+    MemoryRecord,
+    PassRecord,
     prepare_run_folder,
     save_run,
     write_atomic,
 )
+from bench.schema import load_run
 from bench.stats import summarize
+from tests.conftest import load_json
 
 
 def test_round_trip_of_a_real_run(small_run: Path, tmp_path: Path) -> None:
@@ -33,79 +38,102 @@ def test_round_trip_of_a_real_run(small_run: Path, tmp_path: Path) -> None:
     assert again.to_dict() == run.to_dict()
 
 
-def test_case_fields_the_issue_asks_for(small_run: Path) -> None:
-    data = json.loads((small_run / RESULTS_FILE).read_text())
-    assert data["schema_version"] == SCHEMA_VERSION
+def test_a_case_keeps_one_record_per_pass_and_derives_the_rest(small_run: Path) -> None:
+    data = load_json(small_run / RESULTS_FILE)
+    assert data["schema_version"] == 2
     assert data["env"]["command_line"].startswith("bench run")
-    assert data["env"]["torch"]["version"] and data["env"]["check"]
-    for case in data["cases"]:
-        for key in (
-            "workload",
-            "device",
-            "batch_size",
-            "loader",
-            "status",
-            "samples_per_s",
-            "median_s",
-            "spread",
-            "n",
-        ):
-            assert key in case
-        assert case["status"] == "ok"
-        assert case["host_rss_peak_bytes"] >= case["host_rss_start_bytes"] > 0
-        summary = summarize(case["samples_s"])
-        assert case["median_s"] == summary.median and case["n"] == summary.n == len(case["samples_s"])
-        assert case["samples_per_s"] == pytest.approx(case["samples_per_call"] / case["median_s"])
-    epochs = [c for c in data["cases"] if c["workload"] == "epoch"]
-    assert {c["loader"] for c in epochs} == {"torchvision", "resident"}
-    trains = [c for c in data["cases"] if c["workload"] == "train"]
-    assert trains and all(len(c["test_accuracy"]) == 2 for c in trains)
+    for raw in data["cases"]:
+        assert not {"median_s", "samples_per_s", "iqr_s", "spread", "n", "samples_s"} & set(raw), (
+            "derived figures must not be stored beside the records"
+        )
+        assert raw["status"] == "ok" and raw["passes"]
+    run = load_run(small_run)
+    step = next(c for c in run.cases if c.workload == "train_step" and c.batch_size == 32)
+    assert [r.index for r in step.passes] == [0, 1, 2]  # three passes, each its own record
+    for record in step.passes:
+        assert record.calls_per_round is not None and record.calls_per_round >= 1
+        assert record.timer and record.min_round_s is not None and record.min_round_s >= 1e-3
+        assert (
+            record.memory is not None
+            and record.memory.host_rss_peak_bytes >= record.memory.host_rss_start_bytes
+        )
+    pooled = [x for r in step.passes for x in r.samples_s]
+    assert step.samples_s == pooled and step.n == len(pooled)
+    assert step.median_s == statistics.median(pooled) and step.spread == summarize(pooled).spread
+    assert step.samples_per_s == pytest.approx(32 / statistics.median(pooled))
+    assert step.independent_samples() == [statistics.median(r.samples_s) for r in step.passes]
+    epoch = next(
+        c for c in run.cases if c.workload == "epoch" and c.loader == "resident" and c.batch_size == 32
+    )
+    assert [len(r.samples_s) for r in epoch.passes] == [1, 1]  # two epochs spread over two of three passes
+    assert all(r.data_seconds and len(r.data_seconds) == 1 and r.batches == 32 for r in epoch.passes)
+    train = next(c for c in run.cases if c.workload == "train" and c.batch_size == 32)
+    assert [(r.index, r.seed) for r in train.runs] == [(0, 0), (1, 1)]  # two runs, each its own seed
+    assert all(len(r.test_accuracy or []) == 2 for r in train.runs)
+    assert train.final_accuracy == statistics.median(r.test_accuracy[-1] for r in train.runs)
+
+
+def test_each_pass_keeps_its_own_calibration() -> None:
+    """Every pass recalibrates; a case must not report pass 1's calls per round for all of them."""
+    key = CaseKey("train_step", "cpu", 64)
+    case = CaseResult.for_key(
+        key, samples_per_unit=64, passes=[PassRecord(0, [1e-3, 2e-3], calls_per_round=4)]
+    )
+    case = case.with_pass(PassRecord(1, [3e-3], calls_per_round=9))
+    assert [r.calls_per_round for r in case.passes] == [4, 9]
+    assert case.n == 3 and case.median_s == 2e-3
+
+
+def test_memory_peaks_are_the_largest_over_the_passes() -> None:
+    def memory(peak: int, own: int) -> MemoryRecord:
+        return MemoryRecord(
+            100, peak, device_baseline_allocated_bytes=50, device_peak_allocated_bytes=50 + own
+        )
+
+    case = CaseResult.for_key(
+        CaseKey("forward", "cuda:0", 8),
+        samples_per_unit=8,
+        passes=[PassRecord(0, [1.0], memory=memory(300, 10)), PassRecord(1, [1.0], memory=memory(200, 40))],
+    )
+    assert case.peak("host_rss_peak_bytes") == 300
+    assert case.peak("device_peak_allocated_bytes") == 90
+    assert case.own_device_peak_bytes == 40  # above the allocator's baseline, not the absolute 90
+    assert case.peak("nvml_used_bytes") is None
 
 
 @pytest.mark.parametrize(
-    ("content", "message"),
+    ("build", "message"),
     [
-        ('{"schema_version": 1, "run_id": "x", "env": {}, "data', "invalid JSON"),
-        ("[1, 2]", "top level is a list"),
-        ('{"hello": 1}', "no schema_version"),
-        ('{"schema_version": 99}', "schema_version 99"),
-        ('{"schema_version": 1, "run_id": "x", "env": {}, "dataset": {}, "options": {}}', "missing 'cases'"),
-        (
-            '{"schema_version": 1, "run_id": "x", "env": {}, "dataset": {}, "options": {}, '
-            '"cases": [{"workload": "forward"}]}',
-            "case 0 lacks device",
-        ),
+        (lambda: PassRecord(0, []), "at least one sample"),
+        (lambda: PassRecord(0, [0.0]), "durations"),
+        (lambda: PassRecord(0, [1.0], data_seconds=[1.0, 2.0]), "one value per epoch"),
+        (lambda: PassRecord(0, [1.0], test_accuracy=[1.5]), "fractions"),
+        (lambda: CaseResult("forward", "cpu", 0, status="error", error="x"), "batch_size"),
+        (lambda: CaseResult("forward", "cpu", 8, status="ok"), "at least one pass"),
+        (lambda: CaseResult("forward", "cpu", 8, status="oom"), "says why"),
+        (lambda: MemoryRecord(-1, 0), "bytes"),
     ],
 )
-def test_files_that_are_not_results_are_refused_with_the_reason(
-    tmp_path: Path, content: str, message: str
-) -> None:
-    path = tmp_path / RESULTS_FILE
-    path.write_text(content)
-    with pytest.raises(ResultsFileError) as error:
-        load_run(path)
-    assert message in str(error.value) and str(path) in str(error.value)
+def test_records_refuse_what_cannot_be_a_measurement(build: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()  # type: ignore[operator]
 
 
-def test_binary_and_missing_files_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "blob").write_bytes(b"\xff\xfe\x00\x81")
-    with pytest.raises(ResultsFileError, match="not a results file"):
-        load_run(tmp_path / "blob")
-    with pytest.raises(ResultsFileError, match="no results file"):
-        load_run(tmp_path / "empty-folder-that-does-not-exist")
+def test_failed_cases_carry_status_and_no_numbers() -> None:
+    case = CaseResult.failure(CaseKey("train_step", "cpu", 10**9), "oom", "can't allocate memory")
+    assert case.status == "oom" and case.samples_per_s is None and case.median_s is None and not case.ok
+    assert case.failed and case.n == 0
 
 
-def test_truncated_copy_of_a_real_file_is_refused(small_run: Path, tmp_path: Path) -> None:
-    text = (small_run / RESULTS_FILE).read_text()
-    (tmp_path / RESULTS_FILE).write_text(text[: len(text) // 2])
-    with pytest.raises(ResultsFileError, match="truncated"):
-        load_run(tmp_path)
+def test_labels_keep_todays_text_and_name_other_dimensions() -> None:
+    assert CaseKey("epoch", "cpu", 64, "resident").label() == "epoch [resident] · cpu · batch 64"
+    label = CaseKey("train_step", "cpu", 64, mode="compile", threads=2, world_size=4).label()
+    assert label == "train_step · cpu · batch 64 · compile · 2 threads · 4 processes"
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
     path = tmp_path / "out.json"
     write_atomic(path, "old")
-
     with pytest.raises(TypeError):
         write_atomic(path, 12345)  # type: ignore[arg-type]
     assert path.read_text() == "old"
@@ -134,15 +162,13 @@ def test_existing_run_folder_is_not_overwritten(small_run: Path, tmp_path: Path)
         prepare_run_folder(tmp_path / "run")
 
 
-def test_non_finite_numbers_are_saved_as_null(small_run: Path, tmp_path: Path) -> None:
+def test_non_finite_losses_are_saved_as_null(small_run: Path, tmp_path: Path) -> None:
     run = load_run(small_run)
-    train = next(case for case in run.cases if case.workload == "train")
-    train.details["mean_loss"] = [float("nan"), float("inf")]
+    index = next(i for i, case in enumerate(run.cases) if case.workload == "train")
+    case = run.cases[index]
+    diverged = replace(case.passes[0], mean_loss=[math.nan, math.inf])  # what a diverging run produces
+    run.cases[index] = replace(case, passes=[diverged, *case.passes[1:]])
     save_run(run, tmp_path)
-    again = load_run(tmp_path)
-    assert next(case for case in again.cases if case.workload == "train").details["mean_loss"] == [None, None]
-
-
-def test_failed_cases_carry_status_and_no_numbers() -> None:
-    case = CaseResult.failed(CaseKey("train_step", "cpu", 10**9), "oom", "can't allocate memory")
-    assert case.status == "oom" and case.samples_per_s is None and case.median_s is None and not case.ok
+    assert "NaN" not in (tmp_path / RESULTS_FILE).read_text()
+    again = next(case for case in load_run(tmp_path).cases if case.workload == "train")
+    assert again.passes[0].mean_loss == [None, None]

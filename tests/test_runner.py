@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import load_run
-from bench.runner import Item, Options, epochs_in_pass, plan, schedule
+from bench.plan import CaseKey, Item, Options, plan, schedule, share_of_pass
+from bench.runner import estimate_remaining, format_duration
+from bench.schema import load_run
 from tests.conftest import ROOT, run_cli, shadow_package
 
 FAST = ("--devices", "cpu", "--passes", "1", "--max-time", "0.05", "--dataset", "synthetic")
@@ -20,8 +22,9 @@ FAST = ("--devices", "cpu", "--passes", "1", "--max-time", "0.05", "--dataset", 
 
 def test_plan_and_schedule_order() -> None:
     options = Options(
-        devices=("cpu",), batch_sizes=(8, 16), workloads=("forward", "epoch", "train"), passes=2
-    )
+        devices=("cpu",), batch_sizes=(8, 16), workloads=("forward", "epoch", "train"), passes=2,
+        epoch_repeats=3, train_runs=3,
+    )  # fmt: skip
     cases = plan(options)
     labels = [(c.workload, c.loader, c.batch_size) for c in cases]
     assert labels == [
@@ -30,12 +33,40 @@ def test_plan_and_schedule_order() -> None:
         ("epoch", "resident", 8), ("epoch", "resident", 16),
         ("train", "resident", 8), ("train", "resident", 16),
     ]  # fmt: skip
-    items = schedule(cases, passes=2, epoch_repeats=3)
-    first = [Item(c, 0, 2 if c.workload == "epoch" else 0) for c in cases]
-    second = [Item(c, 1, 1 if c.workload == "epoch" else 0) for c in cases if c.workload != "train"]
-    assert items == first + second  # epochs spread 2 + 1 over the passes, training runs once
-    assert [epochs_in_pass(5, 3, index) for index in range(3)] == [2, 2, 1]
-    assert [epochs_in_pass(1, 3, index) for index in range(3)] == [1, 0, 0]
+    items = schedule(cases, options)
+    first = [Item(c, 0, 0 if c.workload == "forward" else 2, 0) for c in cases]
+    second = [
+        Item(c, 1, 0 if c.workload == "forward" else 1, 0 if c.workload == "forward" else 2) for c in cases
+    ]
+    assert items == first + second  # epochs and runs spread 2 + 1 over the passes; runs numbered on
+    assert [share_of_pass(5, 3, index) for index in range(3)] == [2, 2, 1]
+    assert [share_of_pass(1, 3, index) for index in range(3)] == [1, 0, 0]
+
+
+def test_threads_and_modes_multiply_the_cpu_cases_only() -> None:
+    options = Options(
+        devices=("cpu", "cuda:0"), batch_sizes=(64,), workloads=("train_step",), modes=("eager", "compile"),
+        threads=(1, 2),
+    )  # fmt: skip
+    keys = plan(options)
+    assert [(k.device, k.threads, k.mode) for k in keys] == [
+        ("cpu", 1, "eager"), ("cpu", 1, "compile"), ("cpu", 2, "eager"), ("cpu", 2, "compile"),
+        ("cuda:0", None, "eager"), ("cuda:0", None, "compile"),
+    ]  # fmt: skip
+
+
+def test_the_estimate_of_what_is_left_prices_items_by_what_they_cost() -> None:
+    fast, slow = CaseKey("forward", "cpu", 64), CaseKey("epoch", "cpu", 64, "resident")
+    finished = [(Item(fast, 0), 1.0), (Item(slow, 0, repeats=2), 20.0)]
+    remaining = [Item(fast, 1), Item(slow, 1, repeats=1), Item(CaseKey("train_step", "cpu", 8), 0)]
+    # the same case's earlier cost, per repeat for epochs; an unseen workload costs the average item
+    assert estimate_remaining(finished, remaining) == pytest.approx(1.0 + 10.0 + 10.5)
+    assert estimate_remaining([], remaining) is None
+    assert (
+        format_duration(42.4) == "0:42"
+        and format_duration(725) == "12:05"
+        and format_duration(3723) == "1:02:03"
+    )
 
 
 def test_a_batch_too_large_to_allocate_is_oom_and_the_sweep_goes_on(tmp_path: Path) -> None:
@@ -46,6 +77,8 @@ def test_a_batch_too_large_to_allocate_is_oom_and_the_sweep_goes_on(tmp_path: Pa
     )  # fmt: skip
     assert result.returncode == 0, result.output
     assert result.stderr.count("skipped: OOM in an earlier pass") == 2  # not tried again in pass 2
+    assert re.search(r"\[  1/12\] 0:\d\d elapsed · forward · cpu · batch 16 \(pass 1/2\)", result.stderr)
+    assert re.search(r"\[  2/12\] 0:\d\d elapsed, about \d+:\d\d left · ", result.stderr), result.stderr
     run = load_run(out)
     statuses = {(c.workload, c.batch_size): c.status for c in run.cases}
     assert statuses == {
@@ -123,6 +156,7 @@ def test_sigkill_leaves_every_finished_case_readable(tmp_path: Path) -> None:
     report = run_cli("report", str(out))
     assert report.returncode == 0, report.output
     assert "PARTIAL RUN" in report.stdout and "3 of 18 planned cases" in report.stdout
+    assert "**" not in report.stdout  # the console is plain text
     assert "PARTIAL RUN" in (out / "summary.md").read_text()
 
 

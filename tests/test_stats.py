@@ -8,15 +8,29 @@ import statistics
 
 import pytest
 
-from bench.stats import NOISY_SPREAD, block_medians, ratio_interval, summarize, t_cdf, t_quantile
+from bench.stats import (
+    NOISY_SPREAD,
+    block_medians,
+    detectable_ratio,
+    quartiles,
+    ratio_interval,
+    safe_exp,
+    summarize,
+    t_cdf,
+    t_quantile,
+    units_needed,
+)
 
 
 def test_summary_of_known_samples() -> None:
     summary = summarize([1.0, 2.0, 3.0, 4.0, 5.0])
     assert summary.median == 3.0
-    assert summary.iqr == pytest.approx(2.0)  # quartiles 2 and 4 (inclusive method)
-    assert summary.spread == pytest.approx(2.0 / 3.0)
+    # pytest-benchmark's quartiles (Wikipedia method 3 for odd n): 1.75 and 4.25
+    assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (1.75, 4.25)
+    assert summary.iqr == pytest.approx(2.5)
+    assert summary.spread == pytest.approx(2.5 / 3.0)
     assert summary.noisy
+    assert quartiles([1.0, 2.0, 3.0, 4.0]) == (1.5, 3.5)  # even n: the medians of the two halves
 
 
 def test_single_sample_has_unknown_spread_not_zero() -> None:
@@ -81,3 +95,44 @@ def test_t_quantiles_match_published_tables(probability: float, df: float, expec
 def test_block_medians_follow_time_order() -> None:
     assert block_medians([1, 1, 5, 5, 9, 9], blocks=3) == [1, 5, 9]
     assert block_medians([3.0], blocks=5) == [3.0]
+
+
+def test_the_detectable_change_shrinks_with_units_and_grows_with_noise() -> None:
+    rng = random.Random(2)
+    quiet = [[math.exp(rng.gauss(0, 0.02)) for _ in range(5)] for _ in range(2)]
+    noisy = [[math.exp(rng.gauss(0, 0.4)) for _ in range(5)] for _ in range(2)]
+    many = [[math.exp(rng.gauss(0, 0.4)) for _ in range(40)] for _ in range(2)]
+    small, large, more = (detectable_ratio(a, b, 0.95) for a, b in (quiet, noisy, many))
+    assert small is not None and large is not None and more is not None
+    assert 1 < small < 1.1 < large and more < large
+    # a ratio just beyond the detectable one gives an interval that excludes 1
+    a, b = noisy
+    estimate = ratio_interval(a, [x * large * 1.01 * math.exp(statistics.fmean(map(math.log, a)) -
+                                    statistics.fmean(map(math.log, b))) for x in b])  # fmt: skip
+    assert estimate.low > 1.0
+    assert detectable_ratio([1.0], [1.0, 2.0], 0.95) is None  # one unit: no test, nothing detectable
+
+
+def test_units_needed_reaches_the_wanted_detectable_change() -> None:
+    rng = random.Random(3)
+    a = [math.exp(rng.gauss(0, 0.5)) for _ in range(3)]
+    b = [math.exp(rng.gauss(0, 0.5)) for _ in range(3)]
+    assert detectable_ratio(a, b, 0.99) > 2
+    needed = units_needed(a, b, 0.99, target=1.2)
+    assert needed is not None and needed > 3
+    pooled = (
+        statistics.variance([math.log(x) for x in a]) + statistics.variance([math.log(x) for x in b])
+    ) / 2
+    margin = t_quantile(0.995, 2 * (needed - 1)) * math.sqrt(2 * pooled / needed)
+    assert (
+        math.exp(margin)
+        <= 1.2
+        < math.exp(t_quantile(0.995, 2 * (needed - 2)) * math.sqrt(2 * pooled / (needed - 1)))
+    )
+    assert units_needed(a, b, 0.99, target=1.0001, limit=50) is None
+
+
+def test_absurd_ratios_saturate_instead_of_crashing() -> None:
+    assert safe_exp(10_000) == math.inf
+    estimate = ratio_interval([1e-9, 2e-9], [1e6, 3e6])
+    assert estimate.ratio > 1e14 and estimate.high > 1e14 and estimate.low > 1

@@ -1,0 +1,201 @@
+"""What a run measures: its options, their defaults, the cases they plan and the order they run in.
+
+The full and `--quick` profiles are defined once here (`FULL`, `QUICK`); the CLI fills unset options
+from them and writes its help text from them. Torch-free, like the workload table it reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+from bench.catalog import CHAPTER_BATCH_SIZE, EPOCHS, LOADERS, ROUNDS, RUNS, Workload, workload
+
+
+@dataclass(frozen=True)
+class CaseKey:
+    """What identifies a case across runs: the cells of the tables and of `compare`.
+
+    The dimensions after `loader` default to what the chapter does (eager mode, torch's own thread
+    count, one process), so a case that sets none of them keeps its plain label.
+    """
+
+    workload: str
+    device: str
+    batch_size: int
+    loader: str | None = None
+    mode: str = "eager"
+    threads: int | None = None  # None: torch's default
+    world_size: int = 1
+
+    def label(self) -> str:
+        loader = f" [{self.loader}]" if self.loader else ""
+        extra = "".join(
+            text
+            for text, shown in (
+                (f" · {self.mode}", self.mode != "eager"),
+                (f" · {self.threads} threads", self.threads is not None),
+                (f" · {self.world_size} processes", self.world_size != 1),
+            )
+            if shown
+        )
+        return f"{self.workload}{loader} · {self.device} · batch {self.batch_size}{extra}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The defaults of one kind of run."""
+
+    devices: str  # "all": the CPU and every visible CUDA device; "cpu": the CPU only
+    batch_sizes: tuple[int, ...]
+    epochs: int
+    epoch_repeats: int
+    train_runs: int
+    passes: int
+    max_time: float
+    torchvision_batch_sizes: tuple[int, ...] | None  # the chapter's DataLoader epoch only at these sizes
+
+
+FULL = Profile(
+    devices="all",
+    batch_sizes=(16, CHAPTER_BATCH_SIZE, 256, 1024, 4096),
+    epochs=10,
+    epoch_repeats=3,
+    train_runs=3,
+    passes=3,
+    max_time=1.0,
+    torchvision_batch_sizes=None,
+)
+# The chapter's DataLoader costs the same per image at any batch size (about 16 s an epoch on a
+# 2-core machine), so a smoke run measures it once, at the chapter's batch size.
+QUICK = Profile(
+    devices="cpu",
+    batch_sizes=(CHAPTER_BATCH_SIZE, 1024),
+    epochs=1,
+    epoch_repeats=1,
+    train_runs=1,
+    passes=1,
+    max_time=0.25,
+    torchvision_batch_sizes=(CHAPTER_BATCH_SIZE,),
+)
+DEVICES_TEXT = {"all": "cpu and every visible CUDA device", "cpu": "cpu"}
+
+
+def default_text(name: str) -> str:
+    """`default: X; with --quick: Y` for an option of the profiles, as the help shows it."""
+
+    def shown(profile: Profile) -> str:
+        value = getattr(profile, name)
+        if name == "devices":
+            return DEVICES_TEXT[value]
+        if isinstance(value, tuple):
+            return ",".join(map(str, value))
+        return "every batch size" if value is None else f"{value:g}"
+
+    full, quick = shown(FULL), shown(QUICK)
+    return f"default: {full}" + (f"; with --quick: {quick}" if quick != full else "")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that decides what a run measures; stored in results.json as `options`."""
+
+    devices: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    workloads: tuple[str, ...]
+    loaders: tuple[str, ...] = LOADERS
+    torchvision_batch_sizes: tuple[int, ...] | None = None  # None: every batch size
+    train_loader: str = "resident"
+    epochs: int = FULL.epochs
+    epoch_repeats: int = FULL.epoch_repeats
+    train_runs: int = FULL.train_runs
+    target_accuracy: float = 0.80
+    max_time: float = FULL.max_time  # per step case, all passes together
+    min_rounds: int = 5
+    passes: int = FULL.passes
+    quick: bool = False
+    modes: tuple[str, ...] = ("eager",)
+    threads: tuple[int | None, ...] = (None,)  # None: torch's own default
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"allow_inf_nan": False, "extra": "forbid"}
+
+    def __post_init__(self) -> None:
+        counts = (self.epochs, self.epoch_repeats, self.train_runs, self.min_rounds, self.passes)
+        if min(counts) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError("epochs, repeats, runs, rounds, passes and batch sizes are at least 1")
+        if not 0 < self.max_time <= 3600 or not 0 < self.target_accuracy <= 1:
+            raise ValueError("max_time is in (0, 3600] s and target_accuracy in (0, 1]")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def options_from(profile: Profile, **given: Any) -> dict[str, Any]:
+    """Option values: each given one (not None), else the profile's default."""
+    values = {name: getattr(profile, name) for name in asdict(profile) if name != "devices"}
+    values.update({name: value for name, value in given.items() if value is not None})
+    return values
+
+
+def variants(spec: Workload, options: Options) -> tuple[str | None, ...]:
+    """The loaders a workload is planned with: none, the epoch loaders, or the training loader."""
+    if spec.variants == "loaders":
+        return options.loaders
+    if spec.variants == "train_loader":
+        return (options.train_loader,)
+    return (None,)
+
+
+def plan(options: Options) -> list[CaseKey]:
+    """Cases in execution order: device, threads, workload, loader, mode, batch size."""
+    cases = []
+    for device in options.devices:
+        for threads in options.threads if device == "cpu" else (None,):
+            for name in options.workloads:
+                spec = workload(name)
+                for loader in variants(spec, options):
+                    for mode in options.modes:
+                        for batch_size in options.batch_sizes:
+                            limited = options.torchvision_batch_sizes
+                            if loader == "torchvision" and limited is not None and batch_size not in limited:
+                                continue
+                            cases.append(CaseKey(name, device, batch_size, loader, mode, threads))
+    return cases
+
+
+@dataclass(frozen=True)
+class Item:
+    """One execution: a case in one pass. Epochs and training runs: how many, and the first's number."""
+
+    key: CaseKey
+    pass_index: int
+    repeats: int = 0
+    first: int = 0
+
+
+def share_of_pass(total: int, passes: int, pass_index: int) -> int:
+    """Spreads `total` epochs or runs over the passes: 3 over 3 passes is one each."""
+    return total // passes + (1 if pass_index < total % passes else 0)
+
+
+def schedule(cases: list[CaseKey], options: Options) -> list[Item]:
+    """Every pass visits every case; epochs and training runs are shared out over the passes.
+
+    Spreading a case over passes puts its samples at different moments of the run, so drift of the
+    machine shows up as spread instead of as a difference between cases measured at other times
+    (the epoch-versus-train_step ratio compares exactly such cases).
+    """
+    totals = {EPOCHS: options.epoch_repeats, RUNS: options.train_runs}
+    items = []
+    for pass_index in range(options.passes):
+        for key in cases:
+            timing = workload(key.workload).timing
+            if timing == ROUNDS:
+                items.append(Item(key, pass_index))
+                continue
+            total = totals[timing]
+            count = share_of_pass(total, options.passes, pass_index)
+            if count:
+                first = sum(share_of_pass(total, options.passes, p) for p in range(pass_index))
+                items.append(Item(key, pass_index, count, first))
+    return items
