@@ -43,6 +43,7 @@ LABEL_FINGERPRINTS = {
     "synthetic": (0, 3, 6, 9, 2, 5, 8, 1, 4, 7),
 }
 MEAN, STD = 0.5, 0.5  # the chapter's Normalize((0.5,), (0.5,))
+GATHER_ROWS = 512  # the resident loader gathers about this many rows at a time
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 60_000, 10_000
 
 
@@ -342,11 +343,19 @@ class ResidentBatches:
         return len(self.labels)
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of shuffled batches; the last one is ragged when the size does not divide."""
+        """One epoch of shuffled batches; the last one is ragged when the size does not divide.
+
+        Rows are gathered a few batches at a time (about GATHER_ROWS rows, `index_select`, several
+        times faster than advanced indexing), and each batch is a view into its gather. The batches
+        are exactly those of gathering them one by one; on a 2-core machine, fewer and larger
+        gathers made a batch-64 epoch 6-10% cheaper, the per-batch gathers' cache traffic being
+        what the training steps then paid for.
+        """
         order = torch.randperm(len(self.labels), device=self.device, generator=self.generator)
-        for index in order.split(batch_size):  # one op for all batches' indices
-            # index_select: several times faster than advanced indexing for a batch of rows
-            yield self.inputs.index_select(0, index), self.labels.index_select(0, index)
+        per_gather = max(1, GATHER_ROWS // batch_size) * batch_size
+        for rows in order.split(per_gather):
+            inputs, labels = self.inputs.index_select(0, rows), self.labels.index_select(0, rows)
+            yield from zip(inputs.split(batch_size), labels.split(batch_size), strict=True)
 
 
 def fixed_batch(

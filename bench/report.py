@@ -152,26 +152,32 @@ def steps_per_epoch(case: CaseResult) -> float | None:
 
 
 def paired_epoch_ratios(epoch: CaseResult, step: CaseResult) -> list[float]:
-    """Per epoch: its seconds over as many train_steps (their mean) as measured in the same pass."""
+    """Per epoch: its seconds over as many train_steps, timed by the steps measured around it.
+
+    Inside a pass the step cases run before the epochs, so the steps of the epoch's own pass were
+    measured just before it and those of the next pass just after it: the mean of the two cancels a
+    machine whose speed drifts steadily (the last pass has only the steps before it).
+    """
     steps = steps_per_epoch(epoch)
     step_means = {r.index: statistics.fmean(r.samples_s) for r in step.passes}
     if not steps:
         return []
-    return [
-        seconds / (steps * step_means[record.index])
-        for record in epoch.passes
-        if record.index in step_means
-        for seconds in record.samples_s
-    ]
+    ratios = []
+    for record in epoch.passes:
+        around = [step_means[i] for i in (record.index, record.index + 1) if i in step_means]
+        if record.index in step_means:
+            ratios += [seconds / (steps * statistics.fmean(around)) for seconds in record.samples_s]
+    return ratios
 
 
 def epoch_vs_steps(case: CaseResult, cases: Cases) -> float | None:
     """Epoch time over the time of as many `train_step`s (one per batch, the last by its size).
 
     The steps enter with their mean, not their median: an epoch's time is a sum that includes every
-    stall of the machine, and so is a mean. Each epoch is set against the steps of its own pass and
-    the median of those ratios is returned, so a slow stretch of the machine that hits one pass does
-    not decide it; where no pass pairs up, the epochs' median over the mean of all the steps.
+    stall of the machine, and so is a mean. Each epoch is set against the steps measured around it
+    (`paired_epoch_ratios`) and the median of those ratios is returned, so a slow stretch of the
+    machine that hits one pass does not decide it; where no pass pairs up, the epochs' median over
+    the mean of all the steps.
     """
     step = cases.get(replace(case.key, workload="train_step", loader=None))
     steps = steps_per_epoch(case)
@@ -544,7 +550,8 @@ def summary_markdown(run: Run) -> str:
             "`data share`: time the loop spent waiting for the loader's next batch (`host clock`: wall time on "
             "the host; `cuda events`: GPU time of the resident loader's gather). `vs train_steps`: epoch time "
             "over the time of as many `train_step`s (their mean, the ragged last batch counted by its size) "
-            "measured in the same pass, the median over the epochs (1.00x = the data path costs nothing).",
+            "measured just before it (same pass) and just after it (next pass), the median over the epochs "
+            "(1.00x = the data path costs nothing).",
             "",
             epochs,
             "",
