@@ -50,6 +50,25 @@ WORKLOAD_BY_NAME = {workload.name: workload for workload in WORKLOAD_TABLE}
 WORKLOADS = tuple(WORKLOAD_BY_NAME)
 
 LOADERS = ("torchvision", "resident")
+MODES = ("eager", "compile", "fused", "bf16", "tf32", "cuda-graph")  # implemented in bench.modes
+MODE_PRECISION = {"bf16": "bfloat16", "tf32": "tfloat32"}  # the measured peak a mode is set against
+
+
+# Efficiency: how work is counted and judged (bench.efficiency measures, bench.report shows)
+COUNTING_RULE = (
+    "model FLOPs: 2·m·n per sample forward and 4·m·n backward for every m×n linear layer "
+    "(biases, ReLU, loss and optimizer not counted)"
+)
+OVERHEAD_SHARE = (
+    0.5  # a step whose op count times the per-op floor explains this much of it is overhead-bound
+)
+ENERGY_MIN_WINDOW_S = 1.0  # energy is reported for timed work at least this long
+
+
+def precision_of(mode: str) -> str:
+    return MODE_PRECISION.get(mode, "float32")
+
+
 DATASETS = ("auto", "mnist", "fashion-mnist", "synthetic")
 DATASET_NAMES = {  # how each data set is called where people read it
     "mnist": "MNIST",

@@ -78,7 +78,30 @@ def run_check(require: tuple[str, ...] = (), env: dict[str, Any] | None = None) 
         lines.append(_functional(f"matmul {device}", partial(matmul_check, device)))
         lines.append(_functional(f"autograd {device}", partial(autograd_check, device)))
         lines.append(_torchvision_ops_line(facts, device))
+        lines.append(_peak_line(device))
     return CheckReport(lines, facts)
+
+
+def _peak_line(device: str) -> CheckLine:
+    """The device's own measured limits (an INFO line; a measurement that fails is a WARN)."""
+    try:
+        return CheckLine(f"peak {device}", INFO, peak_text(device))
+    except Exception as error:
+        return CheckLine(
+            f"peak {device}", WARN, one_line(error, 300), "the benchmark's efficiency figures will be missing"
+        )
+
+
+def peak_text(device: str) -> str:
+    """`float32 110 GFLOP/s (1024² matmul), ...; per-op floor 1.1 µs`: measured now, in about a second."""
+    from bench.efficiency import measure_peaks
+
+    names = ("float32", "tfloat32") if device.startswith("cuda") else ("float32",)
+    peaks = measure_peaks(device, names)
+    parts = [
+        f"{name} {peaks[name] / 1e9:,.0f} GFLOP/s ({peaks[f'{name}_matmul_side']}² matmul)" for name in names
+    ]
+    return f"{', '.join(parts)}; per-op floor {peaks['op_floor_s'] * 1e6:.2g} µs"
 
 
 def _python_lines(facts: dict[str, Any]) -> list[CheckLine]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -67,7 +68,7 @@ def parse_choices(text: str, valid: Sequence[str], option: str, what: str) -> tu
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser, and each command's own parser (so an unknown option prints that command's usage)."""
-    from bench.catalog import DATA_DIR_ENV, DATASETS, LOADERS, WORKLOADS
+    from bench.catalog import DATA_DIR_ENV, DATASETS, LOADERS, MODES, WORKLOADS
     from bench.plan import QUICK, default_text
 
     parser = argparse.ArgumentParser(
@@ -98,6 +99,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run.add_argument("--batch-sizes", help=f"comma-separated ({default_text('batch_sizes')})")
     run.add_argument(
         "--workloads", default="all", help=f"comma-separated from {', '.join(WORKLOADS)} (default: all)"
+    )
+    run.add_argument(
+        "--modes",
+        default="eager",
+        help=f"execution modes, comma-separated from {', '.join(MODES)}, or all; a mode a device cannot "
+        "run is a skipped cell with the reason, a mode that computes something else than eager an invalid "
+        "one (default: eager, the chapter's code)",
+    )
+    run.add_argument(
+        "--threads",
+        help="CPU intra-op thread counts, comma-separated, or sweep for 1, 2, 4, ... up to the usable CPUs; "
+        "each count is a case of its own (default: torch's own choice)",
     )
     run.add_argument(
         "--loaders",
@@ -233,7 +246,7 @@ def run_options(args: argparse.Namespace) -> Options:
     Values are checked before anything imports torch, so a typo costs a fraction of a second;
     the devices come last, since naming a GPU needs torch to know what this machine has.
     """
-    from bench.catalog import LOADERS, WORKLOADS
+    from bench.catalog import LOADERS, MODES, WORKLOADS
     from bench.plan import FULL, QUICK, Options, options_from
 
     profile = QUICK if args.quick else FULL
@@ -258,6 +271,8 @@ def run_options(args: argparse.Namespace) -> Options:
         )
     workloads = parse_choices(args.workloads, WORKLOADS, "--workloads", "workload")
     loaders = parse_choices(args.loaders, LOADERS, "--loaders", "loader")
+    modes = parse_choices(args.modes, MODES, "--modes", "mode")
+    threads = parse_threads(args.threads) if args.threads is not None else (None,)
     limited = values.pop("torchvision_batch_sizes")
     if limited is not None and not set(limited) & set(values["batch_sizes"]):
         limited = None  # the quick profile's limit would plan no chapter epoch at these batch sizes
@@ -269,8 +284,31 @@ def run_options(args: argparse.Namespace) -> Options:
         target_accuracy=args.target_accuracy,
         torchvision_batch_sizes=limited,
         quick=args.quick,
+        modes=modes,
+        threads=threads,
         **values,
     )
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a container's CPU quota."""
+    from bench.env import cgroup_cpu_quota
+
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(count, int(quota))) if quota else count
+
+
+def parse_threads(text: str) -> tuple[int | None, ...]:
+    """`1,2` -> (1, 2); `sweep` -> 1, 2, 4, ... up to the usable CPUs (and that count itself)."""
+    if text.strip() == "sweep":
+        cpus = usable_cpus()
+        counts = [2**i for i in range(cpus.bit_length()) if 2**i <= cpus]
+        return tuple(dict.fromkeys([*counts, cpus]))
+    return parse_counts(text, "--threads", "thread count", "1,2 or sweep")
 
 
 def run_devices(args: argparse.Namespace, default: str) -> list[str]:

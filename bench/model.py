@@ -6,6 +6,8 @@ its model through `build_training`, so a change here changes every benchmark at 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -38,14 +40,18 @@ class Training:
     criterion: nn.CrossEntropyLoss
     optimizer: torch.optim.SGD
     device: torch.device
+    compile_s: float = 0.0  # seconds spent compiling (execution modes that compile; none here)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.net(inputs.view(-1, INPUT_FEATURES))
 
+    def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.criterion(self.forward(inputs), labels)
+
     def forward_backward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Gradients of the loss on one batch, computed from none (as `step` does): no accumulation."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.criterion(self.forward(inputs), labels)
+        loss = self.loss(inputs, labels)
         loss.backward()
         return loss
 
@@ -59,8 +65,14 @@ class Training:
         return loss
 
 
-def build_training(device: torch.device | str, seed: int = 0) -> Training:
-    """Builds the chapter's model, loss and optimizer on `device` with reproducible initial weights."""
+def build_training(
+    device: torch.device | str, seed: int = 0, fused: bool = False, kind: type[Training] | None = None
+) -> Training:
+    """Builds the chapter's model, loss and optimizer on `device` with reproducible initial weights.
+
+    `fused`: SGD's fused implementation (one kernel for the update) where the build has it.
+    `kind`: a Training subclass that runs the same model differently (an execution mode).
+    """
     device = torch.device(device)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -69,8 +81,20 @@ def build_training(device: torch.device | str, seed: int = 0) -> Training:
     finally:
         torch.random.set_rng_state(generator_state)
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE)
-    return Training(net=net, criterion=criterion, optimizer=optimizer, device=device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE, **({"fused": True} if fused else {}))
+    return (kind or Training)(net=net, criterion=criterion, optimizer=optimizer, device=device)
+
+
+@contextmanager
+def preserved(training: Training) -> Iterator[None]:
+    """Runs steps that must leave no trace (warm-up before a capture) and puts the weights back."""
+    saved = [p.detach().clone() for p in training.net.parameters()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for parameter, value in zip(training.net.parameters(), saved, strict=True):
+                parameter.copy_(value)
 
 
 @torch.no_grad()

@@ -42,6 +42,11 @@ class CaseKey:
         return f"{self.workload}{loader} · {self.device} · batch {self.batch_size}{extra}"
 
 
+def peak_key(device: str, threads: int | None) -> str:
+    """Where a device's measured peaks are kept in env.peaks: per thread count on the CPU."""
+    return device if threads is None else f"{device}/threads={threads}"
+
+
 @dataclass(frozen=True)
 class Profile:
     """The defaults of one kind of run."""

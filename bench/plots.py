@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from bench.catalog import MIB, WORKLOADS, dataset_display_name
 from bench.errors import UsageError
@@ -15,6 +16,7 @@ from bench.results import CaseResult, Run
 
 THROUGHPUT_PNG = "throughput.png"
 MEMORY_PNG = "memory.png"
+MODES_PNG = "modes.png"
 
 
 def require_matplotlib() -> None:
@@ -120,4 +122,43 @@ def draw_plots(run: Run, folder: Path) -> list[Path]:
     memory = folder / MEMORY_PNG
     figure.savefig(memory, dpi=110)
     plt.close(figure)
-    return [throughput, memory]
+    paths = [throughput, memory]
+    if len({case.mode for case in run.cases}) > 1:
+        paths.append(draw_modes(run, folder, title, plt))
+    return paths
+
+
+def draw_modes(run: Run, folder: Path, title: str, plt: Any) -> Path:
+    """modes.png: one panel per device and workload, one line per mode (samples/s against batch size)."""
+    panels: dict[str, dict[str, list[CaseResult]]] = defaultdict(lambda: defaultdict(list))
+    for case in run.cases:
+        panel = f"{case.workload}" + (f" [{case.loader}]" if case.loader else "") + f" · {case.device}"
+        if case.threads is not None:
+            panel += f" · {case.threads} threads"
+        panels[panel][case.mode].append(case)
+    columns = min(3, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+    for axis, (panel, by_mode) in zip(axes.flat, sorted(panels.items()), strict=False):
+        for mode_name, points in by_mode.items():
+            good = sorted((c for c in points if c.ok and c.samples_per_s), key=lambda c: c.batch_size)
+            if good:
+                axis.plot([c.batch_size for c in good], [c.samples_per_s for c in good], marker="o", label=mode_name)
+            bad = [c for c in points if not c.ok]
+            if bad:
+                axis.scatter([c.batch_size for c in bad], [0] * len(bad), marker="x", color="red",
+                             label=f"{mode_name}: {'/'.join(sorted({c.status for c in bad}))}")  # fmt: skip
+        axis.set_title(panel, fontsize=9)
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("batch size")
+        axis.set_ylabel("samples/s")
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.axis("off")
+    figure.suptitle(f"Modes · {title}")
+    figure.tight_layout()
+    path = folder / MODES_PNG
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -19,9 +19,20 @@ from typing import Any
 
 from tabulate import tabulate
 
-from bench.catalog import EPOCHS, MIB, RUNS, WORKLOADS, dataset_display_name, workload
+from bench.catalog import (
+    COUNTING_RULE,
+    ENERGY_MIN_WINDOW_S,
+    EPOCHS,
+    MIB,
+    OVERHEAD_SHARE,
+    RUNS,
+    WORKLOADS,
+    dataset_display_name,
+    precision_of,
+    workload,
+)
 from bench.check import CheckReport
-from bench.plan import CaseKey
+from bench.plan import CaseKey, peak_key
 from bench.results import CaseResult, PassRecord, Run, write_atomic
 from bench.stats import NOISY_SPREAD, QUARTILE_METHOD
 
@@ -29,6 +40,7 @@ SUMMARY_FILE = "summary.md"
 CSV_FILE = "results.csv"
 NOISY_MARK = " ~"
 STATUS_CELL = {"oom": "OOM", "error": "error", "skipped": "skipped", "invalid": "invalid"}
+BEST_MARK = " ★"
 # dimensions beyond workload, loader and device that get a column when a run varies them
 EXTRA_DIMENSIONS = (("mode", "mode", "eager"), ("threads", "threads", None), ("world_size", "processes", 1))
 
@@ -42,7 +54,7 @@ def fmt_rate(value: float | None) -> str:
     """Samples per second with three significant digits and k/M: `1.23M`, `45.6k`, `789`."""
     if value is None or not math.isfinite(value):
         return "–"
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if value >= scale:
             return f"{value / scale:.3g}{suffix}"
     return f"{value:.3g}"
@@ -225,6 +237,73 @@ def speedup(case: CaseResult, cases: Cases) -> float | None:
     return case.samples_per_s / cpu.samples_per_s
 
 
+def peaks_for(run: Run, case: CaseResult) -> dict[str, Any] | None:
+    peaks = fact(run.env, "peaks", peak_key(case.device, case.threads))
+    return peaks if isinstance(peaks, dict) else None
+
+
+def flops_per_s(case: CaseResult) -> float | None:
+    """Achieved model FLOP/s: the counted FLOPs per sample times the samples per second measured."""
+    rate = case.measured_rate
+    return case.flops_per_sample * rate if case.flops_per_sample and rate else None
+
+
+def peak_of(run: Run, case: CaseResult) -> float | None:
+    """The matmul peak measured in this run on this device, in the precision the case's mode computes in."""
+    return fact_number(peaks_for(run, case), precision_of(case.mode))
+
+
+def peak_fraction(run: Run, case: CaseResult) -> float | None:
+    achieved, peak = flops_per_s(case), peak_of(run, case)
+    return achieved / peak if achieved and peak else None
+
+
+def step_seconds(case: CaseResult) -> float | None:
+    """The time of one step (or call): per call for rounds, an epoch's time over its steps otherwise."""
+    if case.median_s is None:
+        return None
+    if workload(case.workload).in_rounds:
+        return case.median_s
+    steps = steps_per_epoch(case)
+    return case.median_s / steps if steps else None
+
+
+def overhead_share(run: Run, case: CaseResult) -> float | None:
+    """How much of a step its op count times the device's per-op floor explains."""
+    floor = fact_number(peaks_for(run, case), "op_floor_s")
+    seconds = step_seconds(case)
+    if floor is None or not seconds or case.ops_per_step is None:
+        return None
+    return case.ops_per_step * floor / seconds
+
+
+def verdict(run: Run, case: CaseResult) -> str:
+    share = overhead_share(run, case)
+    if share is None:
+        return "–"
+    return "overhead-bound" if share >= OVERHEAD_SHARE else "compute-bound"
+
+
+def energy_figures(case: CaseResult) -> tuple[float, float] | None:
+    """(mean watts, joules per 1,000 samples) over the passes' timed work, when it lasted at least 1 s."""
+    records = [r.energy for r in case.passes if r.energy is not None]
+    seconds = sum(r.seconds for r in records)
+    rate = case.measured_rate
+    if not records or seconds < ENERGY_MIN_WINDOW_S or not rate:
+        return None
+    watts = sum(r.joules for r in records) / seconds
+    return watts, watts * 1000 / rate
+
+
+def energy_cell(run: Run, case: CaseResult) -> str:
+    figures = energy_figures(case)
+    if figures is not None:
+        return f"{figures[1]:.3g} J ({figures[0]:.0f} W)"
+    if fact(run.env, "energy", case.device, "available") is True:
+        return "timed work < 1 s"
+    return "n/a"
+
+
 # --- tables ------------------------------------------------------------------------------------------
 
 
@@ -385,6 +464,122 @@ def train_table(run: Run, fmt: str = "github") -> str | None:
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
+def _varies_modes(run: Run) -> bool:
+    return len({case.mode for case in run.cases}) > 1
+
+
+def modes_table(run: Run, fmt: str = "github") -> str | None:
+    """Per device, workload and batch size: samples/s in each mode, speedup over eager, best marked ★."""
+    if not _varies_modes(run):
+        return None
+    modes = _ordered((c.mode for c in run.cases), list(run.options.modes))
+    threads_varied = any(c.threads is not None for c in run.cases)
+    rows: dict[tuple[Any, ...], dict[str, CaseResult]] = {}
+    for case in sorted(run.cases, key=_case_order(run)):
+        row_key = (case.device, case.threads, case.workload, case.loader, case.batch_size)
+        rows.setdefault(row_key, {})[case.mode] = case
+    lines = []
+    for (device, threads, name, loader, batch), by_mode in rows.items():
+        eager = by_mode.get("eager")
+        valid = {m: c.samples_per_s for m, c in by_mode.items() if c.samples_per_s}
+        best = max(valid, key=lambda m: valid[m]) if len(valid) > 1 else None
+        cells = []
+        for mode in modes:
+            case = by_mode.get(mode)
+            if case is None or not case.ok:
+                cells.append(rate_cell(case))
+                continue
+            cell = fmt_rate(case.samples_per_s)
+            if eager is not None and eager.samples_per_s and mode != "eager" and case.samples_per_s:
+                cell += f" ({case.samples_per_s / eager.samples_per_s:.2f}x)"
+            cells.append(cell + (BEST_MARK if mode == best else ""))
+        start = [device, *([threads or "default"] if threads_varied else []), name, loader or "–", batch]
+        lines.append([*start, *cells])
+    headers = ["device", *(["threads"] if threads_varied else []), "workload", "loader", "batch", *modes]
+    return tabulate(lines, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def validation_table(run: Run, fmt: str = "github") -> str | None:
+    """Every case not in eager mode: its checks against eager, compile time, recompiles, and its figures."""
+    cases = [c for c in run.cases if c.mode != "eager"]
+    if not cases:
+        return None
+    rows = []
+    for case in sorted(cases, key=_case_order(run)):
+        checks = "; ".join(("ok: " if v.passed else "FAILED: ") + v.describe() for v in case.validations)
+        rows.append(
+            [
+                case.mode, case.workload, case.loader or "–", case.device, case.batch_size,
+                case.status if case.status in ("ok", "invalid") else f"{status_cell(case)}: {_short(case.error)}",
+                fmt_rate(case.measured_rate), fmt_seconds(case.compile_s), case.recompiles if case.ok or
+                case.status == "invalid" else "", checks or "–",
+            ]
+        )  # fmt: skip
+    headers = ["mode", "workload", "loader", "device", "batch", "status", "measured samples/s", "compile",
+               "recompiles while timed", "checks against eager"]  # fmt: skip
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def efficiency_table(run: Run, fmt: str = "github") -> str | None:
+    """Achieved FLOP/s against the device's measured peak, the verdict, and energy, per case."""
+    cases = [c for c in run.cases if c.ok and c.flops_per_sample]
+    if not cases:
+        return None
+    varied = _varied(run)
+    rows = []
+    for case in sorted(cases, key=_case_order(run)):
+        achieved, share = flops_per_s(case), overhead_share(run, case)
+        rows.append(
+            [
+                case.workload, case.loader or "–", case.device, *_dimension_cells(case, varied), case.batch_size,
+                fmt_rate(case.samples_per_s), fmt_flops(achieved), fmt_percent(peak_fraction(run, case)),
+                case.ops_per_step if case.ops_per_step is not None else "–", fmt_percent(share),
+                verdict(run, case), energy_cell(run, case),
+            ]
+        )  # fmt: skip
+    headers = ["workload", "loader", "device", *[d[1] for d in varied], "batch", "samples/s", "FLOP/s",
+               "% of peak", "ops/step", "ops × floor", "bound by", "energy per 1,000 samples"]  # fmt: skip
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def fmt_flops(value: float | None) -> str:
+    """`110 GFLOP/s`, `61.2 TFLOP/s`."""
+    text = fmt_rate(value)
+    if text == "–":
+        return text
+    number, unit = (text[:-1], text[-1]) if text[-1] in "kMGT" else (text, "")
+    return f"{number} {unit}FLOP/s"
+
+
+def peaks_lines(env: Any) -> list[str]:
+    """`cpu: float32 110 GFLOP/s (1024² matmul), bfloat16 ...; per-op floor 1.0 µs`, per device."""
+    peaks = fact(env, "peaks")
+    if not isinstance(peaks, dict):
+        return []
+    lines = []
+    for where, figures in peaks.items():
+        parts = [
+            f"{name} {fmt_flops(fact_number(figures, name))} ({fact_text(figures, f'{name}_matmul_side')}² matmul)"
+            for name in ("float32", "bfloat16", "tfloat32")
+            if fact_number(figures, name) is not None
+        ]
+        floor = fmt_seconds(fact_number(figures, "op_floor_s"))
+        lines.append(f"{where}: {', '.join(parts)}; per-op floor {floor}")
+    return lines
+
+
+def energy_lines(env: Any) -> list[str]:
+    meters = fact(env, "energy")
+    if not isinstance(meters, dict):
+        return []
+    return [
+        f"{device}: {fact_text(m, 'source')}"
+        if fact(m, "available") is True
+        else f"{device}: not available: {fact_text(m, 'reason')}"
+        for device, m in meters.items()
+    ]
+
+
 def memory_table(run: Run, fmt: str = "github") -> str:
     varied = _varied(run)
     rows = []
@@ -506,6 +701,9 @@ def header_lines(run: Run, markup: bool = True) -> list[str]:
             f"{' '.join(map(str, end)) if isinstance(end, list) else '?'}."
         )
     lines.append(f"Timing: {timing_text(run.env)}.")
+    peaks = peaks_lines(run.env)
+    if peaks:
+        lines.append(f"Measured peaks: {'; '.join(peaks)}.")
     command = fact(run.env, "command_line")
     if isinstance(command, str):
         lines.append(f"Command: {code(command)}; run {run.run_id}, started {run.created}.")
@@ -567,6 +765,47 @@ def summary_markdown(run: Run) -> str:
             train,
             "",
         ]
+    modes = modes_table(run)
+    if modes:
+        parts += [
+            "## Modes (samples/s; speedup over eager; ★ the fastest valid mode)",
+            "",
+            "A mode a device cannot run is `skipped`; one that computes something else than eager (see the "
+            "checks below) is `invalid` and never a number here.",
+            "",
+            modes,
+            "",
+        ]
+    checks = validation_table(run)
+    if checks:
+        parts += [
+            "## Modes against eager (validation, compilation)",
+            "",
+            "`loss`: from the same seed and batches, the mean loss after the validation steps, relative to "
+            "eager's; `accuracy`: the training runs' final test accuracy, in points. `compile`: the first "
+            "call of each shape (compiling or capturing), timed apart and never inside the timed rounds.",
+            "",
+            checks,
+            "",
+        ]
+    efficiency = efficiency_table(run)
+    if efficiency:
+        peaks = peaks_lines(run.env)
+        energy = energy_lines(run.env)
+        parts += [
+            "## Efficiency (against this device's own measured peak)",
+            "",
+            f"FLOPs: {COUNTING_RULE}. Peaks measured in this run: "
+            + ("; ".join(peaks) or "not recorded")
+            + ". "
+            "`ops × floor`: the ATen ops one step dispatches times the per-op floor, as a share of the step; "
+            f"above {OVERHEAD_SHARE:.0%} the step is `overhead-bound`, else `compute-bound`. Energy: "
+            + ("; ".join(energy) or "not recorded")
+            + " (mean power over the timed work, when it lasted at least 1 s).",
+            "",
+            efficiency,
+            "",
+        ]
     parts += [
         "## Memory (peak per case, largest over its passes)",
         "",
@@ -591,6 +830,10 @@ def console_summary(run: Run) -> str:
     ]
     for title, table in (
         ("Speedup over the CPU:", speedup_table(run, fmt="simple")),
+        (
+            "Modes (speedup over eager, * fastest valid):",
+            (modes_table(run, fmt="simple") or "").replace("★", "*"),
+        ),
         ("Epochs:", epoch_table(run, fmt="simple")),
         ("Training:", train_table(run, fmt="simple")),
     ):
@@ -605,7 +848,9 @@ CSV_COLUMNS = (
     "host_rss_peak_bytes", "device_baseline_allocated_bytes", "device_own_peak_bytes",
     "device_peak_allocated_bytes", "device_peak_reserved_bytes", "nvml_used_bytes", "data_share",
     "epoch_vs_train_steps", "speedup_vs_cpu", "final_test_accuracy", "runs", "runs_reaching_target",
-    "median_seconds_to_target", "dataset", "synthetic", "torch", "run_id",
+    "median_seconds_to_target", "flops_per_sample", "flops_per_s", "peak_fraction", "ops_per_step",
+    "overhead_share", "bound_by", "compile_s", "recompiles", "watts", "joules_per_1000_samples",
+    "validation", "dataset", "synthetic", "torch", "run_id",
 )  # fmt: skip
 
 
@@ -619,6 +864,7 @@ def csv_text(run: Run) -> str:
     for case in sorted(run.cases, key=_case_order(run)):
         timing = workload(case.workload).timing
         trained = timing == RUNS and case.ok and not run.dataset.synthetic
+        energy = energy_figures(case) if case.ok else None
         writer.writerow(
             {
                 "workload": case.workload,
@@ -651,6 +897,19 @@ def csv_text(run: Run) -> str:
                 "runs": len(case.runs) if timing == RUNS else None,
                 "runs_reaching_target": time_to_target(case, target)[0] if trained else None,
                 "median_seconds_to_target": median_time_to_target(case, target) if trained else None,
+                "flops_per_sample": case.flops_per_sample,
+                "flops_per_s": flops_per_s(case) if case.ok else None,
+                "peak_fraction": peak_fraction(run, case) if case.ok else None,
+                "ops_per_step": case.ops_per_step,
+                "overhead_share": overhead_share(run, case),
+                "bound_by": verdict(run, case) if case.ok else "",
+                "compile_s": case.compile_s,
+                "recompiles": case.recompiles if case.passes else None,
+                "watts": energy[0] if energy else None,
+                "joules_per_1000_samples": energy[1] if energy else None,
+                "validation": "; ".join(
+                    ("passed " if v.passed else "FAILED ") + v.check for v in case.validations
+                ),
                 "dataset": run.dataset.name,
                 "synthetic": run.dataset.synthetic,
                 "torch": fact(run.env, "torch", "version"),

@@ -75,6 +75,58 @@ class MemoryRecord:
 
 
 @dataclass(frozen=True)
+class EnergyRecord:
+    """Energy counted by the device's own counter over a pass's timed work, and how long that work lasted."""
+
+    joules: float
+    seconds: float
+    source: str
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    def __post_init__(self) -> None:
+        _require(
+            0 <= self.joules < 1e12 and 0 < self.seconds < MAX_SAMPLE_S,
+            "energy needs joules >= 0 and seconds > 0",
+        )
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A check that a mode computes what eager computes: its figure, eager's, and the tolerance.
+
+    `check` is `loss` (mean loss after the validation steps, relative difference) or `accuracy`
+    (final test accuracy of the training runs, absolute difference in fractions).
+    """
+
+    check: Literal["loss", "accuracy"]
+    value: float
+    reference: float
+    tolerance: float
+    passed: bool
+    steps: int | None = None
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    @property
+    def difference(self) -> float:
+        if self.check == "accuracy":
+            return abs(self.value - self.reference)
+        return abs(self.value - self.reference) / abs(self.reference) if self.reference else math.inf
+
+    def describe(self) -> str:
+        if self.check == "accuracy":
+            return (
+                f"final test accuracy {self.value:.1%} vs eager's {self.reference:.1%} "
+                f"(difference {self.difference * 100:.1f} points, allowed {self.tolerance * 100:.1f})"
+            )
+        return (
+            f"loss after {self.steps} steps {self.value:.5g} vs eager's {self.reference:.5g} "
+            f"(difference {self.difference:.2g}, allowed {self.tolerance:.2g})"
+        )
+
+
+@dataclass(frozen=True)
 class PassRecord:
     """What one pass of a case measured. `samples_s` are raw seconds: per call (rounds) or per epoch.
 
@@ -95,13 +147,18 @@ class PassRecord:
     test_accuracy: list[float] | None = None
     mean_loss: list[float | None] | None = None
     eval_seconds: list[float] | None = None
+    compile_s: float | None = None  # compiling or capturing, before the clock started
+    recompiles: int | None = None  # graphs torch.compile built while the clock ran (should be 0)
     memory: MemoryRecord | None = None
+    energy: EnergyRecord | None = None
     wall_s: float | None = None
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     def __post_init__(self) -> None:
         _require(self.index >= 0, "a pass index is at least 0")
+        _require(self.compile_s is None or 0 <= self.compile_s < MAX_SAMPLE_S, "compile_s is a duration")
+        _require(self.recompiles is None or self.recompiles >= 0, "recompiles is a count")
         _require(len(self.samples_s) >= 1, "a pass holds at least one sample")
         _require(all(0 < v < MAX_SAMPLE_S for v in self.samples_s), "samples must be durations in (0, 1e7) s")
         _check_seconds(self.data_seconds, "data_seconds")
@@ -137,6 +194,9 @@ class CaseResult:
     samples_per_unit: int | None = None  # samples in one timed unit: a call (rounds) or an epoch
     passes: list[PassRecord] = field(default_factory=list)
     failed_passes: list[str] = field(default_factory=list)  # later passes that failed after one was ok
+    flops_per_sample: int | None = None  # model FLOPs (bench.efficiency.COUNTING_RULE)
+    ops_per_step: int | None = None  # ATen ops one step (or call) dispatches, counted once, untimed
+    validations: list[Validation] = field(default_factory=list)
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
@@ -221,10 +281,32 @@ class CaseResult:
 
     @property
     def samples_per_s(self) -> float | None:
+        """Throughput of an ok case; None otherwise (a failed or invalid case is never a number here)."""
+        return self.measured_rate if self.ok else None
+
+    @property
+    def measured_rate(self) -> float | None:
+        """Samples/s of whatever was measured, whatever the status (an invalid case shows its figures)."""
         median = self.median_s
-        if not self.ok or not median or self.samples_per_unit is None:
+        if not median or self.samples_per_unit is None:
             return None
         return self.samples_per_unit / median
+
+    @property
+    def compile_s(self) -> float | None:
+        """Compile (or capture) time of the first pass that compiled: what a user waits for once."""
+        return next((r.compile_s for r in self.passes if r.compile_s), None)
+
+    @property
+    def recompiles(self) -> int:
+        return sum(r.recompiles or 0 for r in self.passes)
+
+    def with_validation(self, check: Validation) -> CaseResult:
+        """This case with one more validation; a failed one makes an ok case `invalid`, saying why."""
+        status, error = self.status, self.error
+        if not check.passed and status == "ok":
+            status, error = "invalid", f"{self.mode} computes something else than eager: {check.describe()}"
+        return replace(self, validations=[*self.validations, check], status=status, error=error)
 
     def peak(self, name: str) -> int | None:
         """The largest of a memory figure over the passes (None where no pass recorded it)."""

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,47 @@ from typing import Any
 import torch
 
 from bench import env as envmod
+from bench import modes
 from bench import results as resultsmod
 from bench.catalog import EPOCHS, GC_POLICY, ROUNDS, RUNS, workload
-from bench.data import Dataset
+from bench.data import Dataset, fixed_batch
 from bench.devices import clock_overhead, min_round_s, prepare_device, synchronize
+from bench.efficiency import count_ops, flops_per_sample, measure_peaks, precisions_for
+from bench.energy import EnergyMeter, meter_for
 from bench.errors import one_line
 from bench.memory import MemoryMonitor
-from bench.plan import CaseKey, Item, Options, plan, schedule
-from bench.results import CaseResult, PassRecord, Run
+from bench.plan import CaseKey, Item, Options, peak_key, plan, schedule
+from bench.results import CaseResult, EnergyRecord, PassRecord, Run, Validation
 from bench.workloads import make_step, run_epochs, run_training
+
+STOPPING_STATUSES = ("oom", "error", "skipped")
+ACCURACY_TOLERANCE = 0.01  # a mode's final test accuracy within 1 point of eager's  # a case in one of these is not tried again
+
+
+@contextmanager
+def case_context(key: CaseKey) -> Iterator[None]:
+    """What a case runs under: its intra-op thread count (CPU) and its mode's context (TF32 flags)."""
+    previous = torch.get_num_threads()
+    if key.threads is not None:
+        torch.set_num_threads(key.threads)
+    try:
+        with modes.mode(key.mode).context():
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def graphs_into(counts: list[int]) -> Callable[[], None]:
+    """A hook that notes how many graphs torch.compile has built so far (a recompile shows as a rise)."""
+    return lambda: counts.append(modes.compiled_graphs())
+
+
+def energy_record(meter: EnergyMeter, joules: list[float | None], seconds: float) -> EnergyRecord | None:
+    """The pass's energy, when every timed stretch of it was counted."""
+    if not joules or any(j is None for j in joules) or seconds <= 0 or meter.source is None:
+        return None
+    return EnergyRecord(sum(j for j in joules if j is not None), seconds, meter.source)
+
 
 OOM_ERRORS = (torch.cuda.OutOfMemoryError, MemoryError)  # torch.OutOfMemoryError is the same class
 OOM_MARKERS = (
@@ -121,8 +153,10 @@ class Sweep:
     done: int = 0
     broken_devices: dict[str, str] = field(default_factory=dict)
     clock_overhead_s: dict[str, float] = field(default_factory=dict)
+    meters: dict[str, EnergyMeter] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     finished: list[tuple[Item, float]] = field(default_factory=list)
+    loss_checks: dict[tuple[str, str, int], Validation] = field(default_factory=dict)
 
     @cached_property
     def items(self) -> list[Item]:
@@ -137,16 +171,27 @@ class Sweep:
         self.done += 1
         self.progress(self.progress_line(item))
         earlier = self.run.case(key)
-        if earlier is not None and not earlier.ok:  # an OOM in pass 1 will not fit in pass 2 either
+        if (
+            earlier is not None and earlier.status in STOPPING_STATUSES
+        ):  # an OOM will not fit next pass either
             self.progress(f"        skipped: {earlier.status.upper()} in an earlier pass")
             return earlier
         start = time.perf_counter()
+        unsupported = modes.unsupported(key.mode, key.device) if earlier is None else None
         if key.device in self.broken_devices:
             reason = f"not run: {key.device} is unusable after an earlier error ({self.broken_devices[key.device]})"
             self.record_failure(key, "error", reason)
+        elif unsupported:
+            self.record_failure(key, "skipped", f"{key.mode} on {key.device}: {unsupported}")
         else:
             try:
-                MEASURE[workload(key.workload).timing](self, item, benchmark)
+                with case_context(key):
+                    MEASURE[workload(key.workload).timing](self, item, benchmark)
+                    # after the first pass, which paid the compile or capture and recorded it
+                    check = self.loss_check(key) if earlier is None else None
+                case = self.run.case(key)
+                if check is not None and case is not None and case.status in ("ok", "invalid"):
+                    self._store(case.with_validation(check))
             except Exception as error:
                 self.record_failure(key, "oom" if is_out_of_memory(error) else "error", one_line(error))
         self.finished.append((item, time.perf_counter() - start))
@@ -165,11 +210,35 @@ class Sweep:
         timing = f"{elapsed} elapsed" + (f", about {format_duration(left)} left" if left is not None else "")
         return f"[{self.done:>3}/{len(self.items)}] {timing} · {item.key.label()}{passes} ..."
 
-    def keep(self, key: CaseKey, record: PassRecord, samples_per_unit: int) -> None:
+    def loss_check(self, key: CaseKey) -> Validation | None:
+        """A mode's validation against eager at this device and batch size, done once (None for eager)."""
+        if key.mode == "eager":
+            return None
+        cached = (key.device, key.mode, key.batch_size)
+        if cached not in self.loss_checks:
+            self.progress(f"        validating {key.mode} against eager ({modes.VALIDATION_STEPS} steps) ...")
+            check = modes.validate_loss(key.mode, key.device, self.dataset, key.batch_size)
+            self.loss_checks[cached] = Validation(
+                "loss", check.loss, check.eager_loss, check.tolerance, check.passed, check.steps
+            )
+        return self.loss_checks[cached]
+
+    def step_facts(self, key: CaseKey, training: Any) -> dict[str, int]:
+        """FLOPs per sample and ATen ops per step of this case's model and mode (counted untimed)."""
+        spec = workload(key.workload)
+        if spec.in_rounds:
+            return {"flops_per_sample": flops_per_sample(training.net, spec.backward)}
+        inputs, labels = fixed_batch(self.dataset, key.batch_size, key.device)
+        return {
+            "flops_per_sample": flops_per_sample(training.net, spec.backward),
+            "ops_per_step": count_ops(lambda: training.step(inputs, labels)),
+        }
+
+    def keep(self, key: CaseKey, record: PassRecord, samples_per_unit: int, **facts: Any) -> None:
         """Adds one measured pass to its case and saves the run at once."""
         earlier = self.run.case(key)
         if earlier is None:
-            self._store(CaseResult.for_key(key, samples_per_unit=samples_per_unit, passes=[record]))
+            self._store(CaseResult.for_key(key, samples_per_unit=samples_per_unit, passes=[record], **facts))
         else:
             self._store(earlier.with_pass(record))
 
@@ -198,11 +267,17 @@ class Sweep:
             raise RuntimeError(
                 "workloads timed in rounds are timed by pytest-benchmark; no fixture was given"
             )
-        monitor = MemoryMonitor(key.device)
+        monitor, meter = MemoryMonitor(key.device), self.meters.get(key.device) or meter_for(key.device)
         with monitor:
-            step = make_step(key.workload, self.dataset, key.device, key.batch_size)
+            training = modes.build(key.mode, key.device)
+            step = make_step(key.workload, self.dataset, key.device, key.batch_size, training)
+            graphs = modes.compiled_graphs() if key.mode == "compile" else None
             gc.collect()  # pytest-benchmark keeps the collector off during the rounds (disable_gc)
+            joules_before, start = meter.read(), time.perf_counter()
             benchmark(step)
+            synchronize(key.device)
+            window, joules = time.perf_counter() - start, meter.joules_between(joules_before, meter.read())
+            recompiles = modes.compiled_graphs() - graphs if graphs is not None else None
         stats = benchmark.stats
         record = PassRecord(
             index=item.pass_index,
@@ -210,41 +285,59 @@ class Sweep:
             calls_per_round=stats.iterations,
             timer=getattr(stats.options.get("timer"), "name", None) or str(stats.options.get("timer")),
             min_round_s=stats.options.get("min_time"),
+            compile_s=training.compile_s or None,
+            recompiles=recompiles,
             memory=monitor.reading,
-            wall_s=None,
+            energy=energy_record(meter, [joules], window),
         )
-        self.keep(key, record, key.batch_size)
+        facts = self.step_facts(key, training) if item.pass_index == 0 else {}
+        if facts:
+            facts["ops_per_step"] = count_ops(step)
+        self.keep(key, record, key.batch_size, **facts)
 
     def measure_epochs(self, item: Item, benchmark: Any | None) -> None:
         key = item.key
-        monitor = MemoryMonitor(key.device)
+        monitor, meter = MemoryMonitor(key.device), self.meters.get(key.device) or meter_for(key.device)
         start = time.perf_counter()
+        graphs: list[int] = []
         with monitor:
+            training = modes.build(key.mode, key.device)
             timings = run_epochs(
                 self.dataset, key.device, key.batch_size, key.loader or "", item.repeats,
-                seed=item.pass_index, after_epoch=monitor.sample,
+                seed=item.pass_index, after_epoch=monitor.sample, training=training, meter=meter,
+                after_warm_up=graphs_into(graphs),
             )  # fmt: skip
+            recompiles = modes.compiled_graphs() - graphs[0] if key.mode == "compile" and graphs else None
         record = PassRecord(
             index=item.pass_index,
             samples_s=[t.seconds for t in timings],
             data_seconds=[t.data_seconds for t in timings],
             data_timer=timings[0].data_timer,
             batches=timings[0].batches,
+            compile_s=training.compile_s or None,
+            recompiles=recompiles,
             memory=monitor.reading,
+            energy=energy_record(meter, [t.energy_j for t in timings], sum(t.seconds for t in timings)),
             wall_s=round(time.perf_counter() - start, 3),
         )
-        self.keep(key, record, timings[0].samples)
+        facts = self.step_facts(key, training) if item.pass_index == 0 else {}
+        self.keep(key, record, timings[0].samples, **facts)
 
     def measure_runs(self, item: Item, benchmark: Any | None) -> None:
         key = item.key
+        meter = self.meters.get(key.device) or meter_for(key.device)
         for run_index in range(item.first, item.first + item.repeats):
             monitor = MemoryMonitor(key.device)
             start = time.perf_counter()
+            graphs: list[int] = []
             with monitor:
                 training = run_training(
                     self.dataset, key.device, key.batch_size, self.options.epochs, key.loader or "",
-                    seed=run_index, after_epoch=monitor.sample,
+                    seed=run_index, after_epoch=monitor.sample, meter=meter,
+                    build=lambda device, seed: modes.build(key.mode, device, seed),
+                    after_warm_up=graphs_into(graphs),
                 )  # fmt: skip
+                recompiles = modes.compiled_graphs() - graphs[0] if key.mode == "compile" and graphs else None
             record = PassRecord(
                 index=run_index,
                 seed=training.seed,
@@ -254,10 +347,16 @@ class Sweep:
                 test_accuracy=training.test_accuracies,
                 mean_loss=training.mean_losses,
                 eval_seconds=training.eval_seconds,
+                compile_s=training.compile_s or None,
+                recompiles=recompiles,
                 memory=monitor.reading,
+                energy=energy_record(meter, training.energy_j, sum(training.epoch_seconds)),
                 wall_s=round(time.perf_counter() - start, 3),
             )
-            self.keep(key, record, training.samples_per_epoch)
+            facts = {}
+            if self.run.case(key) is None:
+                facts = self.step_facts(key, modes.build(key.mode, key.device))
+            self.keep(key, record, training.samples_per_epoch, **facts)
 
 
 MEASURE: dict[str, Callable[[Sweep, Item, Any], None]] = {
@@ -349,13 +448,43 @@ def execute(sweep: Sweep) -> str:
     return "interrupted"
 
 
-def prepare_devices(devices: tuple[str, ...]) -> dict[str, float]:
-    """Start-up paid on every device, then each device clock's own cost measured (seconds per read)."""
-    overheads = {}
-    for device in devices:
+def prepare_devices(
+    options: Options,
+) -> tuple[dict[str, float], dict[str, dict[str, Any]], dict[str, EnergyMeter]]:
+    """Per device, before any case: start-up paid, the clock's own cost, the measured peaks, the energy meter.
+
+    On the CPU the peaks are measured at every thread count the run uses.
+    """
+    overheads, peaks, meters = {}, {}, {}
+    for device in options.devices:
         prepare_device(device)
         overheads[device] = clock_overhead(device)
-    return overheads
+        for threads in options.threads if device == "cpu" else (None,):
+            key = CaseKey("forward", device, 1, threads=threads)
+            with case_context(key):
+                peaks[peak_key(device, threads)] = measure_peaks(
+                    device, precisions_for(device, options.modes)
+                )
+        meters[device] = meter_for(device)
+    return overheads, peaks, meters
+
+
+def validate_training(run: Run) -> None:
+    """A mode's training runs must end within 1 point of eager's final accuracy (same device, batch, epochs)."""
+    cases = {case.key: case for case in run.cases}
+    for index, case in enumerate(run.cases):
+        if (
+            workload(case.workload).timing != RUNS
+            or case.mode == "eager"
+            or case.status not in ("ok", "invalid")
+        ):
+            continue
+        eager = cases.get(replace(case.key, mode="eager"))
+        if eager is None or eager.final_accuracy is None or case.final_accuracy is None:
+            continue
+        passed = abs(case.final_accuracy - eager.final_accuracy) <= ACCURACY_TOLERANCE
+        check = Validation("accuracy", case.final_accuracy, eager.final_accuracy, ACCURACY_TOLERANCE, passed)
+        run.cases[index] = case.with_validation(check)
 
 
 def run_benchmarks(
@@ -378,21 +507,25 @@ def run_benchmarks(
         options=options,
         planned_cases=len(cases),
     )
-    overheads = prepare_devices(options.devices)
+    overheads, peaks, meters = prepare_devices(options)
     run.env["timing"] = {
         "gc": GC_POLICY,
         "clock_overhead_s": overheads,
         "min_round_s": {device: min_round_s(overhead) for device, overhead in overheads.items()},
     }
+    run.env["peaks"] = peaks
+    run.env["energy"] = {device: meter.facts() for device, meter in meters.items()}
     sweep = Sweep(
-        run=run, folder=folder, dataset=dataset, options=options, cases=cases, clock_overhead_s=overheads
-    )
+        run=run, folder=folder, dataset=dataset, options=options, cases=cases, clock_overhead_s=overheads,
+        meters=meters,
+    )  # fmt: skip
     if progress is not None:
         sweep.progress = progress
     resultsmod.save_run(run, folder)
     cpu_before = envmod.cpu_time_split()
     try:
         run.state = execute(sweep)  # type: ignore[assignment]
+        validate_training(run)
     except BaseException:
         run.state = "interrupted"
         raise

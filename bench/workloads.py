@@ -28,11 +28,11 @@ import torch
 from bench.catalog import LOADERS, workload
 from bench.data import Dataset, ResidentBatches, chapter_loader, fixed_batch, normalize
 from bench.devices import synchronize
-from bench.model import Training, accuracy, build_training
+from bench.energy import EnergyMeter
+from bench.model import Training, accuracy, build_training, preserved
 
 WARMUP_CALLS = 10
 WARMUP_BATCHES = 5
-WARMUP_SEED = 1_000_003  # the throwaway model that pays start-up costs before a training run
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Batches = Iterable[Batch]
@@ -176,6 +176,7 @@ class EpochTiming:
     samples: int
     batches: int
     loss_sum: torch.Tensor | None = field(default=None, repr=False)
+    energy_j: float | None = None  # from the device's counter, read right around the timed epoch
 
 
 @contextmanager
@@ -191,7 +192,9 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def timed_epoch(training: Training, source: EpochSource, sum_loss: bool = False) -> EpochTiming:
+def timed_epoch(
+    training: Training, source: EpochSource, sum_loss: bool = False, meter: EnergyMeter | None = None
+) -> EpochTiming:
     """Trains over one epoch of `source`; the device is synchronized only at the start and the end.
 
     `data_seconds` is the time spent producing the next batch, by the loader's data clock. The
@@ -204,6 +207,7 @@ def timed_epoch(training: Training, source: EpochSource, sum_loss: bool = False)
     samples = count = 0
     with collector_paused():
         synchronize(device)
+        joules_before = meter.read() if meter is not None else None
         start = time.perf_counter()
         iterator = iter(source.batches())
         while True:
@@ -218,15 +222,24 @@ def timed_epoch(training: Training, source: EpochSource, sum_loss: bool = False)
             count += 1
         synchronize(device)
         seconds = time.perf_counter() - start
-    return EpochTiming(seconds, clock.seconds(), clock.name, samples, count, loss_sum)
+        joules = meter.joules_between(joules_before, meter.read()) if meter is not None else None
+    return EpochTiming(seconds, clock.seconds(), clock.name, samples, count, loss_sum, joules)
 
 
-def _warm_up(training: Training, batches: Batches) -> None:
-    """A few batches through the same path before the clock starts (lazy init, allocator growth)."""
-    for index, (inputs, labels) in enumerate(batches):
-        training.step(inputs.to(training.device), labels.to(training.device))
-        if index + 1 >= WARMUP_BATCHES:
-            break
+def warm_up(training: Training, source: EpochSource, samples: int, batch_size: int) -> None:
+    """A few batches through the same path before the clock starts, the ragged last batch's shape too.
+
+    Pays lazy initialisation and allocator growth, and lets a mode compile or capture every shape an
+    epoch will bring. The weights are put back afterwards, so a training run starts where its seed says.
+    """
+    with preserved(training):
+        for index, (inputs, labels) in enumerate(source.batches()):
+            training.step(inputs.to(training.device), labels.to(training.device))
+            if index + 1 >= WARMUP_BATCHES:
+                break
+        ragged = samples % batch_size
+        if ragged:
+            training.step(inputs[:ragged].to(training.device), labels[:ragged].to(training.device))
     synchronize(training.device)
 
 
@@ -238,17 +251,23 @@ def run_epochs(
     repeats: int,
     seed: int = 0,
     after_epoch: Callable[[], None] | None = None,
+    training: Training | None = None,
+    meter: EnergyMeter | None = None,
+    after_warm_up: Callable[[], None] | None = None,
 ) -> list[EpochTiming]:
     """`repeats` full passes over the training set through `loader`, after a short warm-up.
 
+    `training`: the model to train (a fresh chapter model by default; an execution mode's otherwise).
     `after_epoch` runs between epochs, outside the timed region (memory readings).
     """
-    training = build_training(device)
+    training = training or build_training(device)
     source = make_epochs(loader, dataset, device, batch_size, seed=seed)
-    _warm_up(training, source.batches())
+    warm_up(training, source, len(dataset.train_labels), batch_size)
+    if after_warm_up is not None:
+        after_warm_up()
     timings = []
     for _ in range(repeats):
-        timings.append(timed_epoch(training, source))
+        timings.append(timed_epoch(training, source, meter=meter))
         if after_epoch is not None:
             after_epoch()
     return timings
@@ -269,6 +288,8 @@ class TrainingRun:
     mean_losses: list[float]
     test_accuracies: list[float]
     samples_per_epoch: int
+    energy_j: list[float | None] = field(default_factory=list)
+    compile_s: float = 0.0
 
 
 def run_training(
@@ -279,24 +300,31 @@ def run_training(
     loader: str = "resident",
     seed: int = 0,
     after_epoch: Callable[[], None] | None = None,
+    build: Callable[[torch.device | str, int], Training] = build_training,
+    meter: EnergyMeter | None = None,
+    after_warm_up: Callable[[], None] | None = None,
 ) -> TrainingRun:
     """Trains a fresh model for `epochs` epochs from `seed` (weights and shuffling); evaluation is timed apart.
 
-    A throwaway model first takes a few steps on the same path, so one-time start-up costs (CUDA
-    context, cuBLAS handles, lazily loaded kernels) do not land in the first epoch.
+    `build(device, seed)` makes the model (an execution mode's). It first takes a few steps on the
+    same path with its weights put back afterwards (`warm_up`), so one-time costs (CUDA context,
+    cuBLAS handles, compiling, capturing) do not land in the first epoch.
     """
     source = make_epochs(loader, dataset, device, batch_size, seed=seed)
-    _warm_up(build_training(device, seed=WARMUP_SEED), source.batches())
-    training = build_training(device, seed=seed)
+    training = build(device, seed)
+    warm_up(training, source, len(dataset.train_labels), batch_size)
+    if after_warm_up is not None:
+        after_warm_up()
     test_inputs = normalize(dataset.test_images).to(device)
     test_labels = dataset.test_labels.to(device)
-    run = TrainingRun(seed, [], [], "", [], [], [], 0)
+    run = TrainingRun(seed, [], [], "", [], [], [], 0, compile_s=training.compile_s)
     for _ in range(epochs):
-        timing = timed_epoch(training, source, sum_loss=True)
+        timing = timed_epoch(training, source, sum_loss=True, meter=meter)
         assert timing.loss_sum is not None
         run.epoch_seconds.append(timing.seconds)
         run.data_seconds.append(timing.data_seconds)
         run.data_timer = timing.data_timer
+        run.energy_j.append(timing.energy_j)
         run.mean_losses.append(timing.loss_sum.item() / max(timing.batches, 1))
         run.samples_per_epoch = timing.samples
         eval_start = time.perf_counter()

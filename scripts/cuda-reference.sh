@@ -11,6 +11,8 @@
 #   build      which torch this is (version, CUDA, GPUs, driver)        -> build.txt
 #   check      bench check --require cuda (table and JSON)              -> check.txt, check.json
 #   run        bench run --quick on every GPU and the CPU               -> run/ (summary.md, results.*)
+#   modes      every execution mode on the GPUs (compile, fused, bf16, tf32, cuda-graph against eager),
+#              with the measured peaks, % of peak and the NVML energy figures  -> modes/
 #   tests      pytest -m cuda: every GPU test of the suite, which assert the README's CUDA claims
 #              (check passes, every workload with device memory and NVML figures, a CUDA OOM cell,
 #              cuda:N out of range, the clock under 1% of a round, GPU accuracy = CPU accuracy, the
@@ -61,6 +63,9 @@ step check 120 bash -o pipefail -c "'$PYTHON' -m bench check --require cuda | te
 plot=()
 if "$PYTHON" -c "import matplotlib" 2>/dev/null; then plot=(--plot); else echo "matplotlib is not installed: no plots"; fi
 step run 180 "$PYTHON" -m bench run --quick --devices cpu,cuda --no-download --out "$OUT/run" "${plot[@]}"
+
+step modes 150 "$PYTHON" -m bench run --devices cuda --modes all --workloads train_step --batch-sizes 64,4096 \
+  --passes 2 --max-time 3 --no-download --out "$OUT/modes" "${plot[@]}"
 
 step tests 240 bash -o pipefail -c "'$PYTHON' -m pytest tests -m cuda -q -rs -p no:cacheprovider 2>&1 | tee '$OUT/pytest-cuda.txt'"
 

@@ -18,8 +18,9 @@ import torch.utils.benchmark as torch_benchmark
 
 from bench.data import Dataset, load_dataset
 from bench.devices import clock_overhead, device_clock, min_round_s
+from bench.efficiency import matmul_peak
 from bench.plan import CaseKey, Item, Options
-from bench.report import epoch_vs_steps, index_cases, paired_epoch_ratios, run_time_to_target
+from bench.report import epoch_vs_steps, index_cases, paired_epoch_ratios, peak_fraction, run_time_to_target
 from bench.results import Run
 from bench.runner import Sweep
 from bench.schema import load_run
@@ -29,6 +30,9 @@ from tests.conftest import SMALL_REAL_DIR, cuda_test, run_cli
 pytestmark = pytest.mark.targets
 
 QUICK_BUDGET_S = 60.0
+PEAK_AGREEMENT = 0.15
+PEAK_SLOTS = 9
+STEP_PEAK_SHARE = 0.5
 EPOCH_OVERHEAD_LIMIT = 1.2
 EPOCH_PAIRS = 40
 TIMER_AGREEMENT = 0.10
@@ -208,3 +212,46 @@ def test_chapter_training_reaches_80_percent_on_fashion_mnist(tmp_path: Path) ->
     assert max(record.test_accuracy) >= ACCURACY_TARGET
     epochs, _seconds = run_time_to_target(record, ACCURACY_TARGET)
     assert epochs is not None and epochs <= 10
+
+
+def _timer_peak(side: int) -> float:
+    """FLOP/s of the best block torch's Timer measures for the same square float32 matmul."""
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    timer = torch_benchmark.Timer(stmt="a @ b", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
+    return 2 * side**3 / min(timer.blocked_autorange(min_run_time=0.4).times)
+
+
+def test_the_measured_matmul_peak_agrees_with_torch_utils_benchmark() -> None:
+    """The harness's peak and Timer's best block on the same matmul, in alternating slots: within 15%."""
+    ratios = []
+    _, side = matmul_peak("cpu", "float32")  # a warm-up, which also picks the size
+    for slot in range(PEAK_SLOTS):
+        if slot % 2:
+            reference = _timer_peak(side)
+        harness, side = matmul_peak("cpu", "float32")
+        if not slot % 2:
+            reference = _timer_peak(side)
+        ratios.append(harness / reference)
+    ratio = statistics.median(ratios)
+    print(f"matmul peak ({side}² float32): harness / torch Timer = {ratio:.3f} ({[round(r, 2) for r in ratios]})")
+    assert abs(ratio - 1) <= PEAK_AGREEMENT
+
+
+def test_a_large_batch_train_step_reaches_half_the_measured_peak(tmp_path: Path) -> None:
+    """At batch 4096 the eager CPU train step reaches at least 50% of the float32 peak measured in the same run."""
+    out = tmp_path / "run"
+    result = run_cli(
+        "run", "--devices", "cpu", "--workloads", "train_step", "--batch-sizes", "4096", "--passes", "3",
+        "--max-time", "3", "--dataset", "synthetic", "--data-dir", str(tmp_path / "data"), "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    run = load_run(out)
+    (case,) = run.cases
+    share = peak_fraction(run, case)
+    peak = run.env["peaks"]["cpu"]
+    print(
+        f"train_step at batch 4096: {case.samples_per_s * case.flops_per_sample / 1e9:.1f} GFLOP/s against a "
+        f"measured float32 peak of {peak['float32'] / 1e9:.1f} GFLOP/s ({peak['float32_matmul_side']}² matmul): "
+        f"{share:.0%}"
+    )
+    assert share is not None and share >= STEP_PEAK_SHARE

@@ -1,0 +1,156 @@
+"""Efficiency and energy: FLOPs counted from the model's shapes, limits measured on the device, counters read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.catalog import ENERGY_MIN_WINDOW_S
+from bench.efficiency import count_ops, flops_per_sample, matmul_peak, measure_peaks, op_floor, precisions_for
+from bench.energy import EnergyMeter, cpu_meter, meter_for, rapl_domains
+from bench.model import build_training
+from bench.plan import CaseKey
+from bench.report import energy_figures, overhead_share, peak_fraction, verdict
+from bench.results import CaseResult, EnergyRecord, PassRecord, Run
+from bench.schema import load_run
+from tests.conftest import cuda_test
+
+
+def test_flops_follow_the_counting_rule_from_the_models_shapes() -> None:
+    net = build_training("cpu").net
+    weights = [m.weight.numel() for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert weights == [784 * 64, 64 * 10]
+    assert flops_per_sample(net, backward=False) == 2 * sum(weights)
+    assert flops_per_sample(net, backward=True) == 6 * sum(weights)
+    wider = torch.nn.Sequential(torch.nn.Linear(100, 30), torch.nn.ReLU(), torch.nn.Linear(30, 5))
+    assert flops_per_sample(wider, backward=True) == 6 * (100 * 30 + 30 * 5)
+
+
+def test_ops_are_counted_as_the_device_dispatches_them() -> None:
+    training = build_training("cpu")
+    inputs, labels = torch.randn(8, 784), torch.zeros(8, dtype=torch.long)
+    forward = count_ops(lambda: training.forward(inputs))
+    step = count_ops(lambda: training.step(inputs, labels))
+    assert 2 <= forward < step  # two linear layers at least; a training step does far more
+    assert count_ops(lambda: None) == 0
+
+
+def test_the_peak_is_a_real_measurement_that_grows_with_precision_asked() -> None:
+    flops, side = matmul_peak("cpu", "float32")
+    assert 1e8 < flops < 1e14 and side >= 512
+    assert 0 < op_floor("cpu") < 1e-3
+    peaks = measure_peaks("cpu", ("float32",))
+    assert set(peaks) == {"float32", "float32_matmul_side", "op_floor_s"}
+    assert precisions_for("cpu", ("eager", "bf16", "tf32")) == ("float32", "bfloat16")  # no TF32 on a CPU
+    assert precisions_for("cuda:0", ("eager", "tf32")) == ("float32", "tfloat32")
+
+
+def _case(mode: str, seconds: float, ops: int, batch: int = 64) -> CaseResult:
+    return CaseResult.for_key(
+        CaseKey("train_step", "cpu", batch, mode=mode),
+        samples_per_unit=batch,
+        passes=[PassRecord(0, [seconds])],
+        flops_per_sample=304_896,
+        ops_per_step=ops,
+    )
+
+
+def test_peak_fraction_and_verdict_come_from_the_runs_own_measurements(small_run: Path) -> None:
+    run: Run = load_run(small_run)
+    run.env["peaks"] = {"cpu": {"float32": 100e9, "bfloat16": 400e9, "op_floor_s": 2e-6}}
+    fast = _case("eager", 64 * 304_896 / 50e9, ops=40)  # 50 GFLOP/s: half the float32 peak
+    assert peak_fraction(run, fast) == pytest.approx(0.5)
+    assert verdict(run, fast) == "compute-bound"  # 40 ops x 2 us = 80 us of a 390 us step
+    tiny = _case("eager", 100e-6, ops=40, batch=1)  # 80 us of ops in a 100 us step
+    assert overhead_share(run, tiny) == pytest.approx(0.8) and verdict(run, tiny) == "overhead-bound"
+    bf16 = _case("bf16", 64 * 304_896 / 50e9, ops=40)
+    assert peak_fraction(run, bf16) == pytest.approx(50 / 400)  # set against the bfloat16 peak
+    del run.env["peaks"]
+    assert peak_fraction(run, fast) is None and verdict(run, fast) == "–"
+
+
+def test_small_run_records_flops_ops_and_peaks(small_run: Path) -> None:
+    run = load_run(small_run)
+    peaks = run.env["peaks"]["cpu"]
+    assert peaks["float32"] > 1e8 and peaks["op_floor_s"] > 0
+    for case in run.cases:
+        assert case.flops_per_sample == (101_632 if case.workload == "forward" else 304_896)
+        assert case.ops_per_step is not None and case.ops_per_step > 0
+        assert peak_fraction(run, case) is not None
+    assert run.env["energy"]["cpu"]["available"] in (True, False)
+
+
+def _rapl(root: Path, packages: dict[int, int], wrap: int = 2**32) -> None:
+    for index, microjoules in packages.items():
+        domain = root / f"intel-rapl:{index}"
+        (domain / f"intel-rapl:{index}:0").mkdir(parents=True, exist_ok=True)  # a sub-domain: not counted
+        (domain / "name").write_text(f"package-{index}\n")
+        (domain / "energy_uj").write_text(f"{microjoules}\n")
+        (domain / "max_energy_range_uj").write_text(f"{wrap}\n")
+
+
+def test_rapl_is_read_from_its_sysfs_files_and_unwrapped(tmp_path: Path) -> None:
+    _rapl(tmp_path, {0: 5_000_000, 1: 7_000_000}, wrap=10_000_000)
+    meter = cpu_meter(tmp_path)
+    assert meter.available and "2 package" in (meter.source or "")
+    assert [p.name for p in rapl_domains(tmp_path)] == ["intel-rapl:0", "intel-rapl:1"]
+    start = meter.read()
+    assert start == (5.0, 7.0)
+    _rapl(tmp_path, {0: 6_000_000, 1: 1_000_000}, wrap=10_000_000)  # package 1 wrapped past 10 J
+    # package 0 spent 1 J; package 1 went 7 J -> 10 J, wrapped, -> 1 J: 4 J
+    assert meter.joules_between(start, meter.read()) == pytest.approx(5.0)
+
+
+def test_no_rapl_is_a_reason_not_an_estimate(tmp_path: Path) -> None:
+    meter = cpu_meter(tmp_path)
+    assert not meter.available and meter.read() is None
+    assert "no RAPL package domain" in (meter.reason or "")
+    assert meter_for("cpu").facts()["available"] in (True, False)
+
+
+def test_energy_is_reported_only_for_timed_work_of_a_second_or_more() -> None:
+    def case(seconds: float) -> CaseResult:
+        record = PassRecord(
+            0, [0.5], energy=EnergyRecord(joules=30.0 * seconds, seconds=seconds, source="RAPL")
+        )
+        return CaseResult.for_key(
+            CaseKey("epoch", "cpu", 64, "resident"), samples_per_unit=1000, passes=[record]
+        )
+
+    watts, per_thousand = energy_figures(case(ENERGY_MIN_WINDOW_S)) or (0, 0)
+    assert watts == pytest.approx(30.0) and per_thousand == pytest.approx(
+        30.0 * 1000 / 2000
+    )  # 2,000 samples/s
+    assert energy_figures(case(0.5)) is None
+
+
+def test_an_unavailable_meter_reads_nothing() -> None:
+    meter = EnergyMeter(None, "no counter")
+    assert meter.read() is None and meter.joules_between(None, (1.0,)) is None
+
+
+@cuda_test
+def test_gpu_energy_comes_from_nvml_over_a_second_of_work() -> None:
+    meter = meter_for("cuda:0")
+    assert meter.available, meter.reason
+    a = torch.randn(4096, 4096, device="cuda:0")
+    torch.cuda.synchronize()
+    start, begin = meter.read(), torch.cuda.Event(enable_timing=True)
+    import time
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 1.5:
+        a = (a @ a) / 4096
+    torch.cuda.synchronize()
+    joules = meter.joules_between(start, meter.read())
+    assert joules is not None and joules / (time.perf_counter() - t0) > 20  # an H200 busy draws tens of watts
+    del begin
+
+
+@cuda_test
+def test_gpu_peaks_include_tf32() -> None:
+    peaks = measure_peaks("cuda:0", ("float32", "tfloat32"))
+    assert peaks["tfloat32"] > peaks["float32"] > 1e12
+    assert 0 < peaks["op_floor_s"] < 1e-4

@@ -1,0 +1,187 @@
+"""Execution modes: each runs the chapter's training another way, is validated against eager, or says why not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import modes
+from bench.catalog import MODES
+from bench.data import Dataset, load_dataset
+from bench.model import Training, build_training
+from bench.plan import CaseKey, Options
+from bench.report import summary_markdown, throughput_table
+from bench.runner import case_context, run_benchmarks
+from bench.schema import load_run
+from bench.workloads import make_step, run_epochs
+from tests.conftest import SMALL_REAL_DIR, cuda_test, run_cli
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    return load_dataset("fashion-mnist", SMALL_REAL_DIR)
+
+
+class NoStepTraining(Training):
+    """A mode that drops the optimizer step: it must be caught and reported invalid."""
+
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.forward_backward(inputs, labels)
+
+
+@pytest.fixture
+def no_step_mode(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Registers the test-only mode for this test (it is a fixture, not a user option)."""
+    mode = modes.Mode("no-step", lambda device, seed: build_training(device, seed, kind=NoStepTraining))
+    monkeypatch.setitem(modes.IMPLEMENTATIONS, "no-step", mode)
+    return "no-step"
+
+
+def test_every_named_mode_is_implemented_and_cuda_only_modes_say_so() -> None:
+    assert set(MODES) <= set(modes.IMPLEMENTATIONS)
+    for name in ("tf32", "cuda-graph"):
+        assert modes.unsupported(name, "cpu") == "CUDA only"
+    assert modes.unsupported("eager", "cpu") is None
+    assert modes.unsupported("fused", "cpu") is None  # this build has a fused CPU SGD
+    assert modes.unsupported("bf16", "cpu") is None
+
+
+def test_compile_without_a_cpp_compiler_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++, c++ or clang++ anywhere on it
+    reason = modes.unsupported("compile", "cpu")
+    assert reason is not None and "C++ compiler (g++)" in reason
+
+
+@pytest.mark.parametrize("name", ["fused", "bf16", "compile"])
+def test_a_mode_computes_what_eager_computes(dataset: Dataset, name: str) -> None:
+    check = modes.validate_loss(name, "cpu", dataset, 64, steps=100)
+    assert check.passed, check
+    assert check.eager_loss < 2.0  # 100 steps of real learning from ~2.3
+    if name == "bf16":
+        assert check.difference > 0, "bf16 must not be bit-identical to float32: is autocast on?"
+
+
+def test_a_mode_that_drops_the_optimizer_step_fails_validation(dataset: Dataset, no_step_mode: str) -> None:
+    check = modes.validate_loss(no_step_mode, "cpu", dataset, 64, steps=100)
+    assert not check.passed
+    assert check.loss > check.eager_loss * 1.1  # it never learned
+
+
+def test_bf16_runs_the_forward_in_bfloat16() -> None:
+    training = modes.build("bf16", "cpu")
+    assert training.forward(torch.randn(4, 784)).dtype == torch.bfloat16
+    assert modes.build("eager", "cpu").forward(torch.randn(4, 784)).dtype == torch.float32
+    fused = modes.build("fused", "cpu")
+    assert fused.optimizer.defaults["fused"] is True
+
+
+def test_compile_is_timed_apart_and_a_new_shape_shows_as_a_recompile(dataset: Dataset) -> None:
+    torch._dynamo.reset()  # earlier tests' compiles would make the batch dimension dynamic already
+    training = modes.build("compile", "cpu")
+    step = make_step("train_step", dataset, "cpu", 32, training)
+    assert training.compile_s > 0.05, "the warm-up's first call compiled, and was timed"
+    compiled = training.compile_s
+    graphs = modes.compiled_graphs()
+    step()
+    assert training.compile_s == compiled and modes.compiled_graphs() == graphs  # no compile in a timed call
+    inputs = torch.randn(17, 784)
+    training.step(inputs, torch.zeros(17, dtype=torch.long))  # a shape never seen: compiles again
+    assert modes.compiled_graphs() > graphs and training.compile_s > compiled
+
+
+def test_an_epoch_in_compile_mode_compiles_every_shape_before_the_clock(dataset: Dataset) -> None:
+    """1,000 images at batch 64 end with a batch of 40: the warm-up compiles that shape too."""
+    training = modes.build("compile", "cpu")
+    graphs: list[int] = []
+    run_epochs(
+        dataset, "cpu", 64, "resident", 1, training=training,
+        after_warm_up=lambda: graphs.append(modes.compiled_graphs()),
+    )  # fmt: skip
+    assert graphs and modes.compiled_graphs() == graphs[0], "a graph was compiled while an epoch was timed"
+
+
+def test_a_run_marks_an_invalid_mode_and_never_shows_it_as_a_number(
+    dataset: Dataset, no_step_mode: str, tmp_path: Path
+) -> None:
+    options = Options(
+        devices=("cpu",), batch_sizes=(64,), workloads=("train_step", "train"), modes=("eager", no_step_mode),
+        passes=1, max_time=0.1, epochs=2, train_runs=1,
+    )  # fmt: skip
+    run, _ = run_benchmarks(
+        options, dataset, tmp_path, {"command_line": "test"}, "t1", progress=lambda line: None
+    )
+    cases = {case.key: case for case in run.cases}
+    step = cases[CaseKey("train_step", "cpu", 64, mode=no_step_mode)]
+    train = cases[CaseKey("train", "cpu", 64, "resident", mode=no_step_mode)]
+    for case in (step, train):
+        assert case.status == "invalid" and case.samples_per_s is None and case.measured_rate
+        assert any(not v.passed for v in case.validations), case.validations
+    assert any(v.check == "accuracy" and not v.passed for v in train.validations)
+    assert cases[CaseKey("train_step", "cpu", 64)].ok
+    row = next(line for line in throughput_table(run).splitlines() if f"| {no_step_mode} " in line)
+    assert "invalid" in row and "k " not in row  # no number in the throughput table
+    summary = summary_markdown(run)
+    assert "FAILED: loss after" in summary and "FAILED: final test accuracy" in summary
+    assert load_run(tmp_path).cases[1].status == "invalid"  # what was saved says so too
+
+
+def test_modes_and_threads_from_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_cli(
+        "run", "--devices", "cpu", "--modes", "eager,fused,tf32", "--threads", "1,2", "--workloads", "train_step",
+        "--batch-sizes", "64", "--passes", "1", "--max-time", "0.1", "--dataset", "fashion-mnist",
+        "--data-dir", str(SMALL_REAL_DIR), "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    run = load_run(out)
+    keys = {(case.mode, case.threads): case for case in run.cases}
+    assert set(keys) == {(m, t) for m in ("eager", "fused", "tf32") for t in (1, 2)}
+    for threads in (1, 2):
+        assert keys[("tf32", threads)].status == "skipped" and "CUDA only" in (
+            keys[("tf32", threads)].error or ""
+        )
+        assert keys[("fused", threads)].ok and keys[("fused", threads)].validations[0].passed
+    assert {"cpu/threads=1", "cpu/threads=2"} <= set(run.env["peaks"])  # each count against its own peak
+    summary = (out / "summary.md").read_text()
+    assert "## Modes" in summary and "★" in summary and "| skipped" in summary
+
+
+def test_a_case_runs_at_its_thread_count_and_puts_torchs_back() -> None:
+    before = torch.get_num_threads()
+    with case_context(CaseKey("train_step", "cpu", 64, threads=1)):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with case_context(CaseKey("train_step", "cpu", 64)):  # torch's own choice: untouched
+        assert torch.get_num_threads() == before
+
+
+def test_unknown_modes_and_thread_counts_are_refused(tmp_path: Path) -> None:
+    for args, message in ((["--modes", "turbo"], "unknown mode 'turbo'"), (["--threads", "0"], "at least 1")):
+        result = run_cli("run", *args, "--out", str(tmp_path / "r"))
+        assert result.returncode == 2 and message in result.stderr
+
+
+@cuda_test
+@pytest.mark.parametrize("name", ["tf32", "cuda-graph", "compile", "bf16", "fused"])
+def test_gpu_modes_compute_what_eager_computes(dataset: Dataset, name: str) -> None:
+    assert modes.unsupported(name, "cuda:0") is None
+    check = modes.validate_loss(name, "cuda:0", dataset, 64, steps=100)
+    assert check.passed, check
+
+
+@cuda_test
+def test_a_cuda_graph_replays_the_whole_step_and_each_epoch_copies_into_its_buffers(dataset: Dataset) -> None:
+    graphed, eager = modes.build("cuda-graph", "cuda:0"), build_training("cuda:0")
+    inputs, labels = torch.randn(64, 784, device="cuda:0"), torch.randint(0, 10, (64,), device="cuda:0")
+    for _ in range(3):
+        graphed.step(inputs, labels)
+        eager.step(inputs, labels)
+    for a, b in zip(graphed.net.parameters(), eager.net.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), "three replays must update the weights as three eager steps"
+    timings = run_epochs(dataset, "cuda:0", 64, "resident", 1, training=graphed)
+    assert timings[0].samples == len(dataset.train_labels)
+    assert len(graphed._graphs) == 2  # the full batch and the ragged last one, captured before the clock
