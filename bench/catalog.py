@@ -27,6 +27,7 @@ class Workload:
     variants: str | None = None  # the option listing this workload's loaders, or None
     step: str | None = None  # ROUNDS only: the key of its callable in bench.workloads.STEPS
     backward: bool = True  # whether a step includes a backward pass (FLOP counting)
+    parallel: bool = False  # runs across processes (--nproc): data-parallel, and side by side unless RUNS
 
     @property
     def in_rounds(self) -> bool:
@@ -40,14 +41,16 @@ WORKLOAD_TABLE = (
     Workload("forward_backward", "gradients set to none, forward, loss and backward", ROUNDS,
              step="forward_backward"),
     Workload("train_step", "the chapter's loop body: zero_grad, forward, loss, backward, SGD step", ROUNDS,
-             step="train_step"),
-    Workload("epoch", "a full pass over the training set through one loader", EPOCHS, variants="loaders"),
+             step="train_step", parallel=True),
+    Workload("epoch", "a full pass over the training set through one loader", EPOCHS, variants="loaders",
+             parallel=True),
     Workload("train", "the chapter's training run, test accuracy after every epoch", RUNS,
-             variants="train_loader"),
+             variants="train_loader", parallel=True),
 )
 # fmt: on
 WORKLOAD_BY_NAME = {workload.name: workload for workload in WORKLOAD_TABLE}
 WORKLOADS = tuple(WORKLOAD_BY_NAME)
+PARALLEL_WORKLOADS = tuple(w.name for w in WORKLOAD_TABLE if w.parallel)
 
 LOADERS = ("torchvision", "resident")
 MODES = ("eager", "compile", "fused", "bf16", "tf32", "cuda-graph")  # implemented in bench.modes

@@ -14,7 +14,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench import __version__
 from bench.errors import BenchError, UsageError
@@ -164,6 +164,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         help="passes over the cases, spread through the run so drift shows in the samples and `compare` "
         f"can test across passes; --max-time is split between them ({default_text('passes')})",
     )
+    run.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="N processes per case, started with torchrun: each of train_step, epoch and train runs "
+        "data-parallel (DistributedDataParallel; gloo on --devices cpu, each process an equal share of the "
+        "CPUs; NCCL on --devices cuda, one GPU per process) beside its one-process case, for the scaling "
+        "efficiency (default: 1, no processes)",
+    )
+    run.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="with --nproc N: also run N independent one-process copies of each case at the same moment, "
+        "each with its own model and data, to show contention for the host, memory and PCIe (default: off)",
+    )
+    run.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # the ranks, after a failure
     run.add_argument("--out", type=Path, help="run folder (default: results/<date>-<host>-<id>/)")
     run.add_argument(
         "--quick",
@@ -183,10 +199,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "--plot", action="store_true", help="also draw PNG plots (needs matplotlib) (default: off)"
     )
 
-    report = commands.add_parser("report", help="re-render the tables of a run folder or its results.json")
-    report.add_argument("target", type=Path, help="a run folder, or the results.json inside it")
+    report = commands.add_parser(
+        "report",
+        help="re-render the tables of a run; with several runs (from several machines), one table for them all",
+    )
     report.add_argument(
-        "--plot", action="store_true", help="also draw PNG plots into the run folder (needs matplotlib)"
+        "targets", type=Path, nargs="+", metavar="RUN", help="run folders, or the results.json inside them"
+    )
+    report.add_argument(
+        "--plot", action="store_true", help="also draw PNG plots (needs matplotlib) (default: off)"
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        help="with several runs: the folder for fleet.md, fleet.csv (and fleet.png) (default: "
+        "results/fleet-<date>-<id>/)",
     )
 
     compare = commands.add_parser("compare", help="compare two runs case by case (B relative to A)")
@@ -273,9 +300,17 @@ def run_options(args: argparse.Namespace) -> Options:
     loaders = parse_choices(args.loaders, LOADERS, "--loaders", "loader")
     modes = parse_choices(args.modes, MODES, "--modes", "mode")
     threads = parse_threads(args.threads) if args.threads is not None else (None,)
-    limited = values.pop("torchvision_batch_sizes")
+    nproc = ranks_in_group() or args.nproc
+    if nproc < 1:
+        raise UsageError(f"--nproc {nproc} must be at least 1")
+    if args.side_by_side and nproc < 2:
+        raise UsageError("--side-by-side needs --nproc 2 or more (how many copies run side by side)")
+    if nproc > 1:
+        return parallel_options(args, values, workloads, loaders, modes, nproc)
+    limited = values["torchvision_batch_sizes"]
     if limited is not None and not set(limited) & set(values["batch_sizes"]):
         limited = None  # the quick profile's limit would plan no chapter epoch at these batch sizes
+    values.pop("torchvision_batch_sizes")
     return Options(
         devices=tuple(run_devices(args, profile.devices)),
         workloads=workloads,
@@ -311,6 +346,71 @@ def parse_threads(text: str) -> tuple[int | None, ...]:
     return parse_counts(text, "--threads", "thread count", "1,2 or sweep")
 
 
+def ranks_in_group() -> int | None:
+    """The world size when torchrun started this process as one of several ranks, else None."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    return size if size > 1 else None
+
+
+def parallel_options(
+    args: argparse.Namespace,
+    values: dict[str, object],
+    workloads: tuple[str, ...],
+    loaders: tuple[str, ...],
+    modes: tuple[str, ...],
+    nproc: int,
+) -> Options:
+    """Options of a run across `nproc` processes: one device type, eager, the workloads that run across
+    processes, the resident loader, and each process's share of the CPUs as its thread count."""
+    from bench.catalog import LOADERS, PARALLEL_WORKLOADS
+    from bench.plan import Options
+
+    if args.threads is not None:
+        raise UsageError(
+            "--threads cannot be combined with --nproc", hint="each process gets an equal share of the CPUs"
+        )
+    if modes != ("eager",):
+        raise UsageError("cases across processes run eager", hint="leave --modes out with --nproc")
+    if args.workloads == "all":
+        workloads = PARALLEL_WORKLOADS
+    elif set(workloads) - set(PARALLEL_WORKLOADS):
+        wrong = ", ".join(sorted(set(workloads) - set(PARALLEL_WORKLOADS)))
+        raise UsageError(
+            f"--nproc runs {', '.join(PARALLEL_WORKLOADS)}, not {wrong}", hint="choose among those"
+        )
+    if "torchvision" in loaders and args.loaders != ",".join(LOADERS):
+        raise UsageError("epochs across processes use the resident loader", hint="--loaders resident")
+    device = (args.devices or "cpu").strip().lower()
+    if device not in ("cpu", "cuda"):
+        raise UsageError(
+            f"--devices {device!r} with --nproc: give cpu (gloo) or cuda (NCCL, one GPU per process)",
+            hint="--devices cpu or --devices cuda",
+        )
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(nproc)))
+    if device == "cuda":
+        from bench.devices import visible_cuda_devices
+
+        gpus = len(visible_cuda_devices())
+        if gpus < local:
+            raise UsageError(
+                f"--devices cuda with {local} processes on this machine needs {local} GPUs; {gpus} visible",
+                hint="lower --nproc, or use --devices cpu",
+            )
+    threads = (max(1, usable_cpus() // local),) if device == "cpu" else (None,)
+    return Options(
+        devices=(device,),
+        workloads=workloads,
+        loaders=("resident",),
+        train_loader="resident",
+        target_accuracy=args.target_accuracy,
+        quick=args.quick,
+        threads=threads,
+        nproc=nproc,
+        side_by_side=args.side_by_side,
+        **{k: v for k, v in values.items() if k != "torchvision_batch_sizes"},  # type: ignore[arg-type]
+    )
+
+
 def run_devices(args: argparse.Namespace, default: str) -> list[str]:
     from bench.devices import default_devices, parse_devices
 
@@ -322,14 +422,12 @@ def run_devices(args: argparse.Namespace, default: str) -> list[str]:
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     options = run_options(args)  # validation first: a typo fails here, before torch is imported
+    if ranks_in_group():
+        return cmd_run_rank(args, argv, options)
 
-    from bench import env as envmod
     from bench import results as resultsmod
     from bench.catalog import dataset_display_name
-    from bench.check import run_check
     from bench.data import load_dataset
-    from bench.report import check_table, console_summary
-    from bench.runner import run_benchmarks
 
     if args.plot:
         from bench.plots import require_matplotlib
@@ -338,11 +436,10 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     run_id = resultsmod.new_run_id()
     folder = args.out if args.out else resultsmod.default_run_folder(Path("results"), run_id)
     resultsmod.prepare_run_folder(folder)
-    facts = envmod.collect_all()
-    check = run_check(require=tuple(args.require), env=facts)
-    facts["check"] = check.to_dict()["lines"]
-    facts["command_line"] = shlex.join(["bench", *argv])
+    facts, check = install_facts(args, argv)
     if args.check:
+        from bench.report import check_table
+
         print(check_table(check))
         if not check.passed:
             print("bench run: the install check failed; nothing was measured", file=sys.stderr)
@@ -359,7 +456,34 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if dataset.info.note:
         print(f"dataset: {dataset_display_name(dataset.info.name)}: {dataset.info.note}", file=sys.stderr)
     print(f"bench run: {folder}", file=sys.stderr)
-    run, folder = run_benchmarks(options, dataset, folder, facts, run_id)
+    if options.nproc > 1:
+        from bench.launch import supervise
+        from bench.report import write_tables
+
+        run = supervise([*argv, "--no-download"], options.nproc, folder)
+        write_tables(run, folder)
+    else:
+        from bench.runner import run_benchmarks
+
+        run, folder = run_benchmarks(options, dataset, folder, facts, run_id)
+    return finish_run(args, run, folder)
+
+
+def install_facts(args: argparse.Namespace, argv: Sequence[str]) -> tuple[dict, Any]:
+    """The facts every run records, with the install check's verdicts and the command line."""
+    from bench import env as envmod
+    from bench.check import run_check
+
+    facts = envmod.collect_all()
+    check = run_check(require=tuple(args.require), env=facts)
+    facts["check"] = check.to_dict()["lines"]
+    facts["command_line"] = os.environ.get("BENCH_COMMAND_LINE") or shlex.join(["bench", *argv])
+    return facts, check
+
+
+def finish_run(args: argparse.Namespace, run: Run, folder: Path) -> int:
+    from bench.report import console_summary
+
     if args.plot:
         _plot(run, folder)
     print(console_summary(run))
@@ -367,6 +491,51 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if run.state == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_FAILED if any(case.status == "error" for case in run.cases) else EXIT_OK
+
+
+def cmd_run_rank(args: argparse.Namespace, argv: Sequence[str], options: Options) -> int:
+    """One rank of several (torchrun set WORLD_SIZE): rank 0 sweeps and writes the folder, the others follow.
+
+    A rank exits 0 whatever its cases did, so torchrun only reports real failures; a rank that fails
+    leaves a fault report for the supervisor (bench.launch) before it goes.
+    """
+    from bench import results as resultsmod
+    from bench.data import load_dataset
+    from bench.distributed import World
+    from bench.launch import write_fault
+    from bench.runner import run_benchmarks
+    from bench.schema import load_run
+
+    world = World.join(options.devices[0])
+    try:
+        if options.devices[0] == "cpu" and options.threads[0] is not None:
+            import torch
+
+            torch.set_num_threads(options.threads[0])
+        run_id = resultsmod.new_run_id()
+        folder = args.out if args.out else resultsmod.default_run_folder(Path("results"), run_id)
+        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        resume, facts = None, {}
+        if world.leader:
+            if (args.resume or restarted) and (folder / resultsmod.RESULTS_FILE).exists():
+                resume = load_run(folder)
+            else:
+                resultsmod.prepare_run_folder(folder)
+                facts, _check = install_facts(args, argv)
+                facts["processes"] = {"world_size": world.size, "nnodes": world.nnodes, "backend": world.backend,
+                                      "threads_per_process": options.threads[0]}  # fmt: skip
+        dataset = load_dataset(args.dataset, args.data_dir, download=not args.no_download and world.leader)
+        run, folder = run_benchmarks(options, dataset, folder, facts, run_id, world=world, resume=resume)
+        if world.leader and not os.environ.get(
+            "BENCH_FAULT_DIR"
+        ):  # started by torchrun, not by bench run --nproc
+            finish_run(args, run, folder)
+        return EXIT_OK
+    except BaseException as error:
+        write_fault(error, world.rank)
+        raise
+    finally:
+        world.leave()
 
 
 def written_files(run: Run, folder: Path) -> list[str]:
@@ -401,12 +570,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import console_summary, write_tables
     from bench.schema import load_run, resolve_results_path
 
-    run = load_run(args.target)
-    folder = resolve_results_path(args.target).parent
+    runs = [load_run(target) for target in args.targets]
     if args.plot:
         from bench.plots import require_matplotlib
 
         require_matplotlib()
+    if len(runs) > 1:
+        return report_fleet(args, runs)
+    run, folder = runs[0], resolve_results_path(args.targets[0]).parent
     try:
         write_tables(run, folder)
         if args.plot:
@@ -418,6 +589,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         ) from None
     print(console_summary(run))
     print(f"\nWrote {', '.join(str(folder / name) for name in ['summary.md', 'results.csv', *run.plots])}")
+    return EXIT_OK
+
+
+def report_fleet(args: argparse.Namespace, runs: list[Run]) -> int:
+    from datetime import datetime
+
+    from bench import results as resultsmod
+    from bench.fleet import fleet_console, write_fleet
+
+    folder = args.out or Path("results") / f"fleet-{datetime.now():%Y-%m-%d}-{resultsmod.new_run_id()}"
+    try:
+        paths = write_fleet(runs, folder, plot=args.plot)
+    except OSError as error:
+        raise UsageError(f"cannot write the fleet tables into {folder}: {error.strerror or error}") from None
+    print(fleet_console(runs))
+    print(f"\nWrote {', '.join(str(path) for path in paths)}")
     return EXIT_OK
 
 

@@ -331,16 +331,41 @@ def chapter_loader(dataset: Dataset, batch_size: int, seed: int = 0) -> torch.ut
 
 
 class ResidentBatches:
-    """Normalized images and labels kept on one device; each pass shuffles by index and slices batches."""
+    """Normalized images and labels kept on one device; each pass shuffles by index and slices batches.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, device: torch.device | str, seed: int = 0):
+    With `shard=(rank, ranks)` each epoch keeps one rank's share of the shuffled order, as
+    `torch.utils.data.DistributedSampler` does: the same permutation on every rank (same seed),
+    padded with its first indices to a multiple of `ranks`, then every `ranks`-th index from `rank`;
+    so across the ranks every sample is seen once an epoch (when `ranks` divides the set).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        device: torch.device | str,
+        seed: int = 0,
+        shard: tuple[int, int] = (0, 1),
+    ):
         self.device = torch.device(device)
         self.inputs = normalize(images).to(self.device)
         self.labels = labels.to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.rank, self.ranks = shard
+
+    def shuffled(self) -> torch.Tensor:
+        """One epoch's order of this rank's samples."""
+        order = torch.randperm(len(self.labels), device=self.device, generator=self.generator)
+        if self.ranks == 1:
+            return order
+        padding = -len(order) % self.ranks
+        if padding:
+            order = torch.cat([order, order[:padding]])
+        return order[self.rank :: self.ranks]
 
     def __len__(self) -> int:
-        return len(self.labels)
+        """Samples this rank sees in an epoch."""
+        return -(-len(self.labels) // self.ranks)
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled batches; the last one is ragged when the size does not divide.
@@ -351,7 +376,7 @@ class ResidentBatches:
         gathers made a batch-64 epoch 6-10% cheaper, the per-batch gathers' cache traffic being
         what the training steps then paid for.
         """
-        order = torch.randperm(len(self.labels), device=self.device, generator=self.generator)
+        order = self.shuffled()
         per_gather = max(1, GATHER_ROWS // batch_size) * batch_size
         for rows in order.split(per_gather):
             inputs, labels = self.inputs.index_select(0, rows), self.labels.index_select(0, rows)
@@ -359,18 +384,20 @@ class ResidentBatches:
 
 
 def fixed_batch(
-    dataset: Dataset, batch_size: int, device: torch.device | str
+    dataset: Dataset, batch_size: int, device: torch.device | str, offset: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `batch_size` training images (repeated if the set is smaller), normalized, on `device`.
+    """`batch_size` training images from `offset` on (repeated if the set is smaller), normalized, on `device`.
 
     The full-size tensors are allocated first, so a batch too large for the device fails at once
-    with the allocator's out-of-memory error instead of after a long copy.
+    with the allocator's out-of-memory error instead of after a long copy. Ranks of a data-parallel
+    case take their batches at different offsets.
     """
     inputs = torch.empty((batch_size, 28 * 28), dtype=torch.float32, device=device)
     labels = torch.empty((batch_size,), dtype=torch.long, device=device)
     count = min(batch_size, len(dataset.train_labels))
-    base_inputs = normalize(dataset.train_images[:count]).to(device)
-    base_labels = dataset.train_labels[:count].to(device)
+    first = offset % max(len(dataset.train_labels) - count + 1, 1)
+    base_inputs = normalize(dataset.train_images[first : first + count]).to(device)
+    base_labels = dataset.train_labels[first : first + count].to(device)
     for start in range(0, batch_size, count):
         stop = min(start + count, batch_size)
         inputs[start:stop] = base_inputs[: stop - start]

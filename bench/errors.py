@@ -29,6 +29,12 @@ class DatasetError(BenchError):
     """Dataset files missing, truncated or corrupt, or a download that failed."""
 
 
+class RunFailure(BenchError):
+    """A run that could not go on (its worker group failed before any case): exit status 1."""
+
+    exit_code = 1
+
+
 class ResultsFileError(BenchError):
     """A file given to `report` or `compare` that is not a readable results file."""
 

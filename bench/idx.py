@@ -64,7 +64,9 @@ def write_idx(path: str | os.PathLike[str], tensor: torch.Tensor, compress: bool
     payload = header + tensor.numpy().tobytes()
     compress = path.suffix == ".gz" if compress is None else compress
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(
+        f"{path.name}.{os.getpid()}.tmp"
+    )  # processes writing the same file at once (ranks) each write their own
     if compress:
         # mtime 0 and the final name in the header: identical bytes on every write
         with (

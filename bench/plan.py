@@ -26,7 +26,8 @@ class CaseKey:
     loader: str | None = None
     mode: str = "eager"
     threads: int | None = None  # None: torch's default
-    world_size: int = 1
+    world_size: int = 1  # processes training one model together (DistributedDataParallel)
+    side_by_side: int = 1  # independent single-process copies running at the same moment
 
     def label(self) -> str:
         loader = f" [{self.loader}]" if self.loader else ""
@@ -36,6 +37,7 @@ class CaseKey:
                 (f" · {self.mode}", self.mode != "eager"),
                 (f" · {self.threads} threads", self.threads is not None),
                 (f" · {self.world_size} processes", self.world_size != 1),
+                (f" · {self.side_by_side} copies side by side", self.side_by_side != 1),
             )
             if shown
         )
@@ -121,6 +123,8 @@ class Options:
     quick: bool = False
     modes: tuple[str, ...] = ("eager",)
     threads: tuple[int | None, ...] = (None,)  # None: torch's own default
+    nproc: int = 1  # processes per data-parallel case (torchrun); 1: none
+    side_by_side: bool = False  # with nproc: also nproc independent copies at once
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"allow_inf_nan": False, "extra": "forbid"}
 
@@ -151,8 +155,50 @@ def variants(spec: Workload, options: Options) -> tuple[str | None, ...]:
     return (None,)
 
 
+def chapter_loader_planned(options: Options, loader: str | None, batch_size: int) -> bool:
+    """False for the chapter's DataLoader at a batch size the profile leaves out (--quick: batch 64 only)."""
+    limited = options.torchvision_batch_sizes
+    return loader != "torchvision" or limited is None or batch_size in limited
+
+
+def solo_device(device: str) -> str:
+    """The device a one-process case of a multi-process device runs on: `cuda` (one GPU per rank) -> cuda:0."""
+    return "cuda:0" if device == "cuda" else device
+
+
+def parallel_plan(options: Options) -> list[CaseKey]:
+    """With --nproc N: per workload, loader and batch size, the one-process case the scaling is set
+    against, the N-process data-parallel case, N independent copies side by side (if asked), and for
+    training the one-process run at the global batch (N times the batch) its accuracy is checked against.
+
+    Every process runs at the same thread count on the CPU (`options.threads`, each rank's share).
+    """
+    n = options.nproc
+    cases: list[CaseKey] = []
+    for device in options.devices:
+        threads = options.threads[0] if device == "cpu" else None
+        solo = solo_device(device)
+        for name in options.workloads:
+            spec = workload(name)
+            for loader in variants(spec, options):
+                for batch_size in options.batch_sizes:
+                    if not chapter_loader_planned(options, loader, batch_size):
+                        continue
+                    cases.append(CaseKey(name, solo, batch_size, loader, threads=threads))
+                    if spec.timing == RUNS:
+                        cases.append(CaseKey(name, solo, batch_size * n, loader, threads=threads))
+                    cases.append(CaseKey(name, device, batch_size, loader, threads=threads, world_size=n))
+                    if options.side_by_side and spec.timing != RUNS:
+                        cases.append(
+                            CaseKey(name, device, batch_size, loader, threads=threads, side_by_side=n)
+                        )
+    return list(dict.fromkeys(cases))
+
+
 def plan(options: Options) -> list[CaseKey]:
     """Cases in execution order: device, threads, workload, loader, mode, batch size."""
+    if options.nproc > 1:
+        return parallel_plan(options)
     cases = []
     for device in options.devices:
         for threads in options.threads if device == "cpu" else (None,):
@@ -161,8 +207,7 @@ def plan(options: Options) -> list[CaseKey]:
                 for loader in variants(spec, options):
                     for mode in options.modes:
                         for batch_size in options.batch_sizes:
-                            limited = options.torchvision_batch_sizes
-                            if loader == "torchvision" and limited is not None and batch_size not in limited:
+                            if not chapter_loader_planned(options, loader, batch_size):
                                 continue
                             cases.append(CaseKey(name, device, batch_size, loader, mode, threads))
     return cases

@@ -143,7 +143,9 @@ def draw_modes(run: Run, folder: Path, title: str, plt: Any) -> Path:
         for mode_name, points in by_mode.items():
             good = sorted((c for c in points if c.ok and c.samples_per_s), key=lambda c: c.batch_size)
             if good:
-                axis.plot([c.batch_size for c in good], [c.samples_per_s for c in good], marker="o", label=mode_name)
+                axis.plot(
+                    [c.batch_size for c in good], [c.samples_per_s for c in good], marker="o", label=mode_name
+                )
             bad = [c for c in points if not c.ok]
             if bad:
                 axis.scatter([c.batch_size for c in bad], [0] * len(bad), marker="x", color="red",

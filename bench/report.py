@@ -42,7 +42,12 @@ NOISY_MARK = " ~"
 STATUS_CELL = {"oom": "OOM", "error": "error", "skipped": "skipped", "invalid": "invalid"}
 BEST_MARK = " ★"
 # dimensions beyond workload, loader and device that get a column when a run varies them
-EXTRA_DIMENSIONS = (("mode", "mode", "eager"), ("threads", "threads", None), ("world_size", "processes", 1))
+EXTRA_DIMENSIONS = (
+    ("mode", "mode", "eager"),
+    ("threads", "threads", None),
+    ("world_size", "processes", 1),
+    ("side_by_side", "side by side", 1),
+)
 
 Cases = dict[CaseKey, CaseResult]
 
@@ -159,8 +164,11 @@ def data_timers(case: CaseResult) -> set[str]:
 
 
 def steps_per_epoch(case: CaseResult) -> float | None:
-    """An epoch in train_step units: its samples over the batch size, so a ragged last batch counts by its size."""
-    return case.samples_per_unit / case.batch_size if case.samples_per_unit else None
+    """An epoch in train_step units: its samples over the batch size, so a ragged last batch counts by its
+    size; across processes, each process's steps (their samples are the samples of all of them)."""
+    if not case.samples_per_unit:
+        return None
+    return case.samples_per_unit / (case.batch_size * max(case.world_size, case.side_by_side))
 
 
 def paired_epoch_ratios(epoch: CaseResult, step: CaseResult) -> list[float]:
@@ -336,6 +344,7 @@ def _case_order(run: Run) -> Callable[[CaseResult], tuple[Any, ...]]:
         devices.index(c.device),
         c.threads or 0,
         c.world_size,
+        c.side_by_side,
         modes.index(c.mode) if c.mode in modes else len(modes),
         c.batch_size,
     )
@@ -461,6 +470,69 @@ def train_table(run: Run, fmt: str = "github") -> str | None:
         f"runs reaching {target:.0%}", "time to target (median)", "time to target per run",
         "train time (median)", "samples/s", "test acc % per epoch (median over runs)",
     ]  # fmt: skip
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def one_process_case(case: CaseResult, cases: Cases) -> CaseResult | None:
+    """The one-process case a case across processes is set against: same workload, batch and threads."""
+    device = "cuda:0" if case.device == "cuda" else case.device
+    return cases.get(replace(case.key, device=device, world_size=1, side_by_side=1))
+
+
+def processes(case: CaseResult) -> int:
+    return max(case.world_size, case.side_by_side)
+
+
+def scaling_efficiency(case: CaseResult, cases: Cases) -> float | None:
+    """throughput(N) / (N × throughput(1)), the one-process figure from the same run."""
+    solo = one_process_case(case, cases)
+    if not case.ok or solo is None or not solo.samples_per_s or not case.samples_per_s:
+        return None
+    return case.samples_per_s / (processes(case) * solo.samples_per_s)
+
+
+def comm_share(case: CaseResult) -> float | None:
+    """The gradient all-reduce alone, as a share of a data-parallel step."""
+    comm = [r.comm_s for r in case.passes if r.comm_s is not None]
+    seconds = step_seconds(case)
+    return statistics.median(comm) / seconds if comm and seconds else None
+
+
+def per_rank_rates(case: CaseResult) -> list[float]:
+    """Each rank's own samples/s (its share of the samples over its own median time)."""
+    records = [r for r in case.passes if r.per_rank_s]
+    if not records or not case.samples_per_unit:
+        return []
+    ranks = len(records[0].per_rank_s or [])
+    share = case.samples_per_unit / ranks
+    return [
+        share / statistics.median([x for r in records for x in (r.per_rank_s or [])[rank]])
+        for rank in range(ranks)
+    ]
+
+
+def scaling_table(run: Run, fmt: str = "github") -> str | None:
+    """Cases across processes against their one-process case: total samples/s, efficiency, communication."""
+    spread = [c for c in run.cases if processes(c) > 1]
+    if not spread:
+        return None
+    cases = index_cases(run)
+    rows = []
+    for case in sorted(spread, key=_case_order(run)):
+        solo = one_process_case(case, cases)
+        kind = "data-parallel" if case.world_size > 1 else "side by side"
+        rates = per_rank_rates(case)
+        rows.append(
+            [
+                case.workload, case.device, case.batch_size, kind, processes(case), case.nnodes or "–",
+                case.threads or "default", rate_cell(solo), rate_cell(case), fmt_percent(scaling_efficiency(case, cases)),
+                fmt_percent(comm_share(case)) if case.world_size > 1 else "",
+                " / ".join(fmt_rate(rate) for rate in rates) or "–",
+            ]
+        )  # fmt: skip
+    headers = ["workload", "device", "batch per process", "how", "processes", "nodes", "threads each",
+               "1 process samples/s", "all processes samples/s", "scaling efficiency", "all-reduce share",
+               "per process samples/s"]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
@@ -701,6 +773,13 @@ def header_lines(run: Run, markup: bool = True) -> list[str]:
             f"{' '.join(map(str, end)) if isinstance(end, list) else '?'}."
         )
     lines.append(f"Timing: {timing_text(run.env)}.")
+    spread = fact(run.env, "processes")
+    if isinstance(spread, dict):
+        lines.append(
+            f"Processes: {fact_text(spread, 'world_size')} started by torchrun on {fact_text(spread, 'nnodes')} "
+            f"machine(s), {fact_text(spread, 'backend')}; on the CPU each runs "
+            f"{fact_text(spread, 'threads_per_process')} thread(s), an equal share of the usable CPUs."
+        )
     peaks = peaks_lines(run.env)
     if peaks:
         lines.append(f"Measured peaks: {'; '.join(peaks)}.")
@@ -763,6 +842,19 @@ def summary_markdown(run: Run) -> str:
             "the target has no time to target and is counted, not hidden.",
             "",
             train,
+            "",
+        ]
+    scaling = scaling_table(run)
+    if scaling:
+        parts += [
+            "## Across processes (torchrun; one model with DistributedDataParallel, or copies side by side)",
+            "",
+            "`all processes samples/s`: the samples of every process over the slowest one's time, each round "
+            "started after a barrier. `scaling efficiency`: that over N times the one-process case measured in "
+            "this run. `all-reduce share`: the gradient all-reduce timed alone, as a share of a step. "
+            "Side by side: independent copies, each its own model and data, at the same moment.",
+            "",
+            scaling,
             "",
         ]
     modes = modes_table(run)
@@ -830,6 +922,7 @@ def console_summary(run: Run) -> str:
     ]
     for title, table in (
         ("Speedup over the CPU:", speedup_table(run, fmt="simple")),
+        ("Across processes:", scaling_table(run, fmt="simple")),
         (
             "Modes (speedup over eager, * fastest valid):",
             (modes_table(run, fmt="simple") or "").replace("★", "*"),
@@ -850,7 +943,8 @@ CSV_COLUMNS = (
     "epoch_vs_train_steps", "speedup_vs_cpu", "final_test_accuracy", "runs", "runs_reaching_target",
     "median_seconds_to_target", "flops_per_sample", "flops_per_s", "peak_fraction", "ops_per_step",
     "overhead_share", "bound_by", "compile_s", "recompiles", "watts", "joules_per_1000_samples",
-    "validation", "dataset", "synthetic", "torch", "run_id",
+    "validation", "side_by_side", "backend", "nnodes", "scaling_efficiency", "comm_share",
+    "dataset", "synthetic", "torch", "run_id",
 )  # fmt: skip
 
 

@@ -149,6 +149,8 @@ class PassRecord:
     eval_seconds: list[float] | None = None
     compile_s: float | None = None  # compiling or capturing, before the clock started
     recompiles: int | None = None  # graphs torch.compile built while the clock ran (should be 0)
+    per_rank_s: list[list[float]] | None = None  # processes at once: each rank's seconds, unit by unit
+    comm_s: float | None = None  # data-parallel: the gradient all-reduce alone, seconds per step
     memory: MemoryRecord | None = None
     energy: EnergyRecord | None = None
     wall_s: float | None = None
@@ -189,6 +191,7 @@ class CaseResult:
     mode: str = "eager"
     threads: int | None = None
     world_size: int = 1
+    side_by_side: int = 1
     status: Status = "ok"
     error: str | None = None  # why the case is not ok
     samples_per_unit: int | None = None  # samples in one timed unit: a call (rounds) or an epoch
@@ -197,13 +200,17 @@ class CaseResult:
     flops_per_sample: int | None = None  # model FLOPs (bench.efficiency.COUNTING_RULE)
     ops_per_step: int | None = None  # ATen ops one step (or call) dispatches, counted once, untimed
     validations: list[Validation] = field(default_factory=list)
+    backend: str | None = None  # processes at once: the torch.distributed backend (gloo, nccl)
+    nnodes: int | None = None  # processes at once: the machines they ran on
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     def __post_init__(self) -> None:
         _require(self.workload in WORKLOADS, f"workload is one of {', '.join(WORKLOADS)}")
         _require(self.batch_size >= 1, "batch_size is at least 1")
-        _require(self.world_size >= 1, "world_size is at least 1")
+        _require(
+            self.world_size >= 1 and self.side_by_side >= 1, "world_size and side_by_side are at least 1"
+        )
         _require(
             self.threads is None or self.threads >= 1, "threads is at least 1 (or null: torch's default)"
         )
@@ -221,7 +228,14 @@ class CaseResult:
     @property
     def key(self) -> CaseKey:
         return CaseKey(
-            self.workload, self.device, self.batch_size, self.loader, self.mode, self.threads, self.world_size
+            self.workload,
+            self.device,
+            self.batch_size,
+            self.loader,
+            self.mode,
+            self.threads,
+            self.world_size,
+            self.side_by_side,
         )
 
     @property
@@ -386,6 +400,9 @@ class Run:
     planned_cases: int = 0
     finished: str | None = None
     plots: list[str] = field(default_factory=list)
+    in_progress: CaseKey | None = (
+        None  # the case being measured when the file was written (a crash's suspect)
+    )
     schema_version: int = SCHEMA_VERSION
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"allow_inf_nan": False}

@@ -40,7 +40,7 @@ from bench.efficiency import count_ops, flops_per_sample, measure_peaks, precisi
 from bench.energy import EnergyMeter, meter_for
 from bench.errors import one_line
 from bench.memory import MemoryMonitor
-from bench.plan import CaseKey, Item, Options, peak_key, plan, schedule
+from bench.plan import CaseKey, Item, Options, peak_key, plan, schedule, solo_device
 from bench.results import CaseResult, EnergyRecord, PassRecord, Run, Validation
 from bench.workloads import make_step, run_epochs, run_training
 
@@ -87,6 +87,15 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, OOM_ERRORS):
         return True
     return isinstance(error, RuntimeError) and any(marker in str(error) for marker in OOM_MARKERS)
+
+
+def item_recorded(case: CaseResult, item: Item) -> bool:
+    """Whether `case` already holds what `item` measures (a resumed run skips it)."""
+    if workload(case.workload).timing == RUNS:
+        return all(
+            any(r.index == i for r in case.passes) for i in range(item.first, item.first + item.repeats)
+        )
+    return any(r.index == item.pass_index for r in case.passes)
 
 
 def release_memory(device: str) -> str | None:
@@ -157,6 +166,7 @@ class Sweep:
     started: float = field(default_factory=time.perf_counter)
     finished: list[tuple[Item, float]] = field(default_factory=list)
     loss_checks: dict[tuple[str, str, int], Validation] = field(default_factory=dict)
+    world: Any = None  # bench.distributed.World when the ranks torchrun started run this sweep together
 
     @cached_property
     def items(self) -> list[Item]:
@@ -165,18 +175,58 @@ class Sweep:
     def min_round_s(self, device: str) -> float:
         return min_round_s(self.clock_overhead_s.get(device, 0.0))
 
-    def measure(self, item: Item, benchmark: Any | None) -> CaseResult:
-        """Measures one case in one pass and records it; never raises for what happens inside the case."""
+    def decide(self, item: Item) -> str:
+        """What to do with an item: `done` (measured before a resume), `stopped` (its case failed for good),
+        `parallel` (every rank measures it together) or `solo` (one process)."""
+        earlier = self.run.case(item.key)
+        if earlier is not None and item_recorded(earlier, item):
+            return "done"
+        if earlier is not None and earlier.status in STOPPING_STATUSES:
+            return "stopped"
+        return "parallel" if item.key.world_size > 1 or item.key.side_by_side > 1 else "solo"
+
+    def measure(self, item: Item, benchmark: Any | None) -> CaseResult | None:
+        """Measures one case in one pass and records it; never raises for what happens inside a case
+        of one process. (A case across processes that fails breaks the worker group: it raises, and the
+        supervisor records it; see bench.launch.)"""
         key = item.key
         self.done += 1
+        decision = self.decide(item)
+        if self.world is not None:
+            self.world.decide(decision)
+        if decision == "done":
+            return self.run.case(key)
         self.progress(self.progress_line(item))
-        earlier = self.run.case(key)
-        if (
-            earlier is not None and earlier.status in STOPPING_STATUSES
-        ):  # an OOM will not fit next pass either
+        if decision == "stopped":  # an OOM will not fit next pass either
+            earlier = self.run.case(key)
+            assert earlier is not None
             self.progress(f"        skipped: {earlier.status.upper()} in an earlier pass")
             return earlier
         start = time.perf_counter()
+        self.run.in_progress = key
+        resultsmod.save_run(self.run, self.folder)  # if this process dies now, the file says where
+        try:
+            if decision == "parallel":
+                self.measure_parallel(item)
+            else:
+                self.measure_one_process(item, benchmark)
+        finally:
+            if self.world is not None and decision == "solo":
+                self.world.barrier()  # the other ranks waited for this one-process case
+        self.run.in_progress = None
+        self.finished.append((item, time.perf_counter() - start))
+        broken = release_memory(key.device)  # after the record: a failing clean-up cannot cost the case
+        if broken:
+            self.broken_devices[key.device] = broken
+        result = self.run.case(key)
+        assert result is not None
+        resultsmod.save_run(self.run, self.folder)
+        self.progress(f"        {describe(result)}")
+        return result
+
+    def measure_one_process(self, item: Item, benchmark: Any | None) -> None:
+        key = item.key
+        earlier = self.run.case(key)
         unsupported = modes.unsupported(key.mode, key.device) if earlier is None else None
         if key.device in self.broken_devices:
             reason = f"not run: {key.device} is unusable after an earlier error ({self.broken_devices[key.device]})"
@@ -194,14 +244,20 @@ class Sweep:
                     self._store(case.with_validation(check))
             except Exception as error:
                 self.record_failure(key, "oom" if is_out_of_memory(error) else "error", one_line(error))
-        self.finished.append((item, time.perf_counter() - start))
-        broken = release_memory(key.device)  # after the record: a failing clean-up cannot cost the case
-        if broken:
-            self.broken_devices[key.device] = broken
-        result = self.run.case(key)
-        assert result is not None
-        self.progress(f"        {describe(result)}")
-        return result
+
+    def measure_parallel(self, item: Item) -> None:
+        """Every rank measures the item together; rank 0 (this process) keeps what they measured."""
+        from bench.distributed import ParallelMeasure
+
+        assert self.world is not None, "a case across processes needs the ranks torchrun starts"
+        key = item.key
+        measured = ParallelMeasure(
+            self.world, self.dataset, self.options, self.min_round_s(key.device)
+        ).measure(item)
+        assert measured is not None
+        records, samples_per_unit, facts = measured
+        for record in records:
+            self.keep(key, record, samples_per_unit, **(facts if self.run.case(key) is None else {}))
 
     def progress_line(self, item: Item) -> str:
         passes = f" (pass {item.pass_index + 1}/{self.options.passes})" if self.options.passes > 1 else ""
@@ -448,38 +504,59 @@ def execute(sweep: Sweep) -> str:
     return "interrupted"
 
 
-def prepare_devices(
-    options: Options,
-) -> tuple[dict[str, float], dict[str, dict[str, Any]], dict[str, EnergyMeter]]:
-    """Per device, before any case: start-up paid, the clock's own cost, the measured peaks, the energy meter.
+def follow(sweep: Sweep) -> None:
+    """A rank other than 0: takes rank 0's decision for every item, and joins the items across processes."""
+    from bench.distributed import ParallelMeasure, wait_for_leader
 
-    On the CPU the peaks are measured at every thread count the run uses.
-    """
-    overheads, peaks, meters = {}, {}, {}
-    for device in options.devices:
-        prepare_device(device)
-        overheads[device] = clock_overhead(device)
-        for threads in options.threads if device == "cpu" else (None,):
-            key = CaseKey("forward", device, 1, threads=threads)
-            with case_context(key):
-                peaks[peak_key(device, threads)] = measure_peaks(
-                    device, precisions_for(device, options.modes)
-                )
-        meters[device] = meter_for(device)
+    world = sweep.world
+    for item in sweep.items:
+        decision = world.decide()
+        if decision == "solo":
+            wait_for_leader(world)
+        elif decision == "parallel":
+            with case_context(item.key):
+                ParallelMeasure(
+                    world, sweep.dataset, sweep.options, sweep.min_round_s(item.key.device)
+                ).measure(item)
+
+
+def prepare_devices(
+    options: Options, cases: list[CaseKey]
+) -> tuple[dict[str, float], dict[str, dict[str, Any]], dict[str, EnergyMeter]]:
+    """Per device the cases use, before any: start-up paid, the clock's own cost, the measured peaks
+    (on the CPU at every thread count the cases use), the energy meter."""
+    overheads: dict[str, float] = {}
+    peaks: dict[str, dict[str, Any]] = {}
+    meters: dict[str, EnergyMeter] = {}
+    for device, threads in dict.fromkeys((key.device, key.threads) for key in cases):
+        if device not in overheads:
+            prepare_device(device)
+            overheads[device] = clock_overhead(device)
+            meters[device] = meter_for(device)
+        with case_context(CaseKey("forward", device, 1, threads=threads)):
+            peaks[peak_key(device, threads)] = measure_peaks(device, precisions_for(device, options.modes))
     return overheads, peaks, meters
 
 
 def validate_training(run: Run) -> None:
-    """A mode's training runs must end within 1 point of eager's final accuracy (same device, batch, epochs)."""
+    """Training that runs differently must end within 1 point of the plain run's final accuracy, same epochs:
+    a mode against eager at the same batch size; N data-parallel ranks at batch B against one process at
+    batch N·B (DDP averages the gradients of N·B samples, with the chapter's learning rate unscaled)."""
     cases = {case.key: case for case in run.cases}
     for index, case in enumerate(run.cases):
-        if (
-            workload(case.workload).timing != RUNS
-            or case.mode == "eager"
-            or case.status not in ("ok", "invalid")
-        ):
+        plain = case.mode == "eager" and case.world_size == 1
+        if workload(case.workload).timing != RUNS or plain or case.status not in ("ok", "invalid"):
             continue
-        eager = cases.get(replace(case.key, mode="eager"))
+        if case.world_size > 1:  # N ranks at batch B take the step of one process at batch N·B
+            reference = replace(
+                case.key,
+                device=solo_device(case.device),
+                batch_size=case.batch_size * case.world_size,
+                world_size=1,
+            )
+        else:
+            reference = replace(case.key, mode="eager")
+        eager = cases.get(reference)
         if eager is None or eager.final_accuracy is None or case.final_accuracy is None:
             continue
         passed = abs(case.final_accuracy - eager.final_accuracy) <= ACCURACY_TOLERANCE
@@ -494,12 +571,18 @@ def run_benchmarks(
     env: dict[str, Any],
     run_id: str,
     progress: Callable[[str], None] | None = None,
+    world: Any = None,
+    resume: Run | None = None,
 ) -> tuple[Run, Path]:
-    """Measures every planned case into `folder` (already checked writable) and writes the tables."""
+    """Measures every planned case into `folder` (already checked writable) and writes the tables.
+
+    With `world` (the ranks torchrun started), every rank calls this: rank 0 runs the sweep and alone
+    writes the folder, the others follow it. With `resume`, the items that run holds are skipped.
+    """
     from bench.report import write_tables
 
     cases = plan(options)
-    run = Run(
+    run = resume or Run(
         run_id=run_id,
         created=resultsmod.utc_now(),
         env=env,
@@ -507,20 +590,33 @@ def run_benchmarks(
         options=options,
         planned_cases=len(cases),
     )
-    overheads, peaks, meters = prepare_devices(options)
-    run.env["timing"] = {
-        "gc": GC_POLICY,
-        "clock_overhead_s": overheads,
-        "min_round_s": {device: min_round_s(overhead) for device, overhead in overheads.items()},
-    }
-    run.env["peaks"] = peaks
-    run.env["energy"] = {device: meter.facts() for device, meter in meters.items()}
+    leader = world is None or world.leader
+    if leader and resume is None:
+        overheads, peaks, meters = prepare_devices(options, cases)
+        run.env["timing"] = {
+            "gc": GC_POLICY,
+            "clock_overhead_s": overheads,
+            "min_round_s": {device: min_round_s(overhead) for device, overhead in overheads.items()},
+        }
+        run.env["peaks"] = peaks
+        run.env["energy"] = {device: meter.facts() for device, meter in meters.items()}
+    if world is not None:
+        from bench.distributed import wait_for_leader
+
+        wait_for_leader(world)  # rank 0 collected the facts and measured the peaks meanwhile
+        run.env = world.decide(run.env if leader else None)  # every rank times rounds alike
+    timing = run.env.get("timing", {})
     sweep = Sweep(
-        run=run, folder=folder, dataset=dataset, options=options, cases=cases, clock_overhead_s=overheads,
-        meters=meters,
+        run=run, folder=folder, dataset=dataset, options=options, cases=cases,
+        clock_overhead_s=dict(timing.get("clock_overhead_s", {})), world=world,
     )  # fmt: skip
     if progress is not None:
         sweep.progress = progress
+    if not leader:
+        follow(sweep)
+        return run, folder
+    sweep.meters = {device: meter_for(device) for device in dict.fromkeys(key.device for key in cases)}
+    run.state = "running"
     resultsmod.save_run(run, folder)
     cpu_before = envmod.cpu_time_split()
     try:

@@ -13,6 +13,8 @@
 #   run        bench run --quick on every GPU and the CPU               -> run/ (summary.md, results.*)
 #   modes      every execution mode on the GPUs (compile, fused, bf16, tf32, cuda-graph against eager),
 #              with the measured peaks, % of peak and the NVML energy figures  -> modes/
+#   ddp        with 2 or more GPUs: data-parallel across every GPU (NCCL, one GPU per process) beside
+#              one process, and the same number of copies side by side          -> ddp/
 #   tests      pytest -m cuda: every GPU test of the suite, which assert the README's CUDA claims
 #              (check passes, every workload with device memory and NVML figures, a CUDA OOM cell,
 #              cuda:N out of range, the clock under 1% of a round, GPU accuracy = CPU accuracy, the
@@ -66,6 +68,15 @@ step run 180 "$PYTHON" -m bench run --quick --devices cpu,cuda --no-download --o
 
 step modes 150 "$PYTHON" -m bench run --devices cuda --modes all --workloads train_step --batch-sizes 64,4096 \
   --passes 2 --max-time 3 --no-download --out "$OUT/modes" "${plot[@]}"
+
+gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+if [ "$gpus" -ge 2 ]; then
+  step ddp 180 "$PYTHON" -m bench run --nproc "$gpus" --side-by-side --devices cuda --workloads train_step,epoch \
+    --batch-sizes 256 --passes 2 --max-time 2 --epoch-repeats 2 --no-download --out "$OUT/ddp"
+else
+  echo "ddp not available here: NCCL across processes needs one GPU per process, 2 or more ($gpus here)" \
+    | tee -a "$OUT/steps.txt"
+fi
 
 step tests 240 bash -o pipefail -c "'$PYTHON' -m pytest tests -m cuda -q -rs -p no:cacheprovider 2>&1 | tee '$OUT/pytest-cuda.txt'"
 

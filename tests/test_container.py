@@ -108,3 +108,37 @@ def test_cpu_image_runs_the_benchmark_and_leaves_tables_owned_by_the_caller(dock
         assert "Throughput (samples/s" in (output / "summary.md").read_text()
     finally:
         shutil.rmtree(ROOT / "results" / folder, ignore_errors=True)
+
+
+def test_two_nodes_on_the_compose_network_train_one_model_together(docker: None) -> None:
+    """node0 and node1 (services of compose.yaml) start torchrun each, meet at node0's rendezvous and run
+    a 2-node x 1-process gloo data-parallel case; rank 0, on either node, writes the tables."""
+    environment = {"BENCH_TORCH_INDEX_BASE": os.environ.get("BENCH_TORCH_INDEX_BASE", "")}
+    if _run("docker", "image", "inspect", CPU_IMAGE).returncode != 0:
+        build = _run("docker", "compose", "build", "bench-cpu", env=environment)
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    (ROOT / "results").mkdir(exist_ok=True)
+    folder = f"two-node-test-{uuid.uuid4().hex[:8]}"
+    env = {
+        **environment,
+        "BENCH_UID": str(os.getuid()),
+        "BENCH_GID": str(os.getgid()),
+        "BENCH_TWO_NODE_OUT": f"results/{folder}",
+    }
+    try:
+        up = _run(
+            "docker", "compose", "up", "node0", "node1", "--abort-on-container-exit", "--exit-code-from", "node0",
+            env=env, timeout=900,
+        )  # fmt: skip
+        assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-3000:]
+        data = json.loads((ROOT / "results" / folder / "results.json").read_text())
+        assert data["state"] == "complete" and data["env"]["processes"]["nnodes"] == 2
+        together = [case for case in data["cases"] if case["world_size"] == 2]
+        assert together and all(case["status"] == "ok" for case in data["cases"]), data["cases"]
+        for case in together:
+            assert case["backend"] == "gloo" and case["nnodes"] == 2
+            assert all(len(record["per_rank_s"]) == 2 for record in case["passes"])
+        assert "## Across processes" in (ROOT / "results" / folder / "summary.md").read_text()
+    finally:
+        _run("docker", "compose", "--profile", "two-node", "down", "--remove-orphans", env=env)
+        shutil.rmtree(ROOT / "results" / folder, ignore_errors=True)

@@ -150,6 +150,7 @@ def test_csv_is_one_row_per_case_in_raw_units(small_run: Path) -> None:
     run = load_run(small_run)
     rows = list(csv.DictReader(io.StringIO((small_run / "results.csv").read_text())))
     assert (small_run / "results.csv").read_text() == csv_text(run)
+    assert len(set(CSV_COLUMNS)) == len(CSV_COLUMNS), "a column named twice is lost to csv readers"
     assert len(rows) == len(run.cases) and tuple(rows[0]) == CSV_COLUMNS
     by_key = {(r["workload"], r["device"], int(r["batch_size"]), r["loader"] or None): r for r in rows}
     for case in run.cases:
