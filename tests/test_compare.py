@@ -168,6 +168,8 @@ def test_a_case_that_cannot_see_a_doubling_says_how_many_passes_would() -> None:
     assert "could not have seen a change of 2x" in text
     assert f"--passes {blind[0].passes_needed}" in text
     # identical in A and B (B/A = 1): the detectable change is where the interval ends, or the floor
-    for row in (row for row in comparison.rows if row.key.workload == "forward"):
+    forward = [row for row in comparison.rows if row.key.workload == "forward"]
+    assert len(forward) == 5, [row.key.label() for row in comparison.rows]
+    for row in forward:
         assert row.estimate is not None and row.estimate.ratio == pytest.approx(1.0)
         assert row.detectable == pytest.approx(max(row.estimate.high, 1 + comparison.min_effect))

@@ -210,6 +210,13 @@ def test_an_epoch_sees_every_sample_once_with_a_ragged_last_batch(small_real_dir
 def test_fixed_batch_repeats_a_small_set(small_real_dir: Path) -> None:
     dataset = load_dataset("fashion-mnist", small_real_dir)
     inputs, labels = fixed_batch(dataset, SMALL_TRAIN + 10, "cpu")
-    assert inputs.shape == (SMALL_TRAIN + 10, 784)
-    assert torch.equal(inputs[SMALL_TRAIN:], inputs[:10])
+    assert inputs.shape == (SMALL_TRAIN + 10, 784) and inputs.dtype == torch.float32
+    # the training images in order, scaled as ToTensor + Normalize((0.5,), (0.5,)) scale them
+    expected = (dataset.train_images.reshape(SMALL_TRAIN, 784).float() / 255 - 0.5) / 0.5
+    assert torch.allclose(inputs[:SMALL_TRAIN], expected, atol=1e-6)
+    assert torch.equal(inputs[SMALL_TRAIN:], expected[:10])
     assert torch.equal(labels[:SMALL_TRAIN], dataset.train_labels)
+    assert torch.equal(labels[SMALL_TRAIN:], dataset.train_labels[:10])
+    small_inputs, small_labels = fixed_batch(dataset, 7, "cpu")  # smaller than the set: its first 7
+    assert torch.allclose(small_inputs, expected[:7], atol=1e-6)
+    assert torch.equal(small_labels, dataset.train_labels[:7])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -37,16 +38,39 @@ def test_guard_turns_an_exception_into_a_reason() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_no_gpu_is_a_reason_not_an_error() -> None:
     cuda = env.collect_cuda()
-    assert cuda["available"] is False
-    assert "no usable GPU" in cuda["reason"] or "CPU-only" in cuda["reason"]
+    assert cuda["available"] is False and cuda["built_with"] == torch.version.cuda
+    # a CUDA build is told apart from a CPU-only one: the two need different fixes
+    expected = "no usable GPU was found" if torch.version.cuda else "is a CPU-only build"
+    assert expected in cuda["reason"], cuda["reason"]
+
+
+def _nvml_library_loads() -> bool:
+    """Whether the driver's NVML library is on this machine (nvidia-ml-py loads exactly this name)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def test_nvml_reports_driver_or_a_reason() -> None:
+    """What NVML says agrees with this machine: no library is 'no NVIDIA driver', a usable GPU is a driver."""
     nvml = env.collect_nvml()
-    if nvml["available"]:
-        assert nvml["driver_version"] and nvml["device_count"] >= 0
-    else:
-        assert "NVML" in nvml["reason"] or "nvidia-ml-py" in nvml["reason"] or "driver" in nvml["reason"]
+    library = _nvml_library_loads()
+    if not library:
+        assert nvml["available"] is False, nvml
+        assert nvml["reason"].startswith("no NVIDIA driver") and "libnvidia-ml.so.1" in nvml["reason"]
+    elif nvml["available"]:
+        assert re.fullmatch(r"\d+\.\d+(\.\d+)?", nvml["driver_version"]), nvml["driver_version"]
+        assert nvml["device_count"] == len(nvml["devices"]) + sum(
+            1 for f in nvml["failed_devices"] if not f["mig"]
+        )
+    else:  # the library is there but NVML does not start: the kernel driver, say
+        assert "driver" in nvml["reason"] or "NVML failed to start" in nvml["reason"], nvml["reason"]
+    if library and torch.cuda.is_available():  # torch runs on a GPU: its driver answers NVML too
+        assert nvml["available"] is True and nvml["device_count"] >= 1, nvml
 
 
 @pytest.mark.parametrize(
@@ -86,9 +110,21 @@ def test_cpu_model_and_governor_from_files(tmp_path: Path) -> None:
 def test_container_markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BENCH_IMAGE", raising=False)
     assert env.collect_container(tmp_path)["in_container"] is False
-    (tmp_path / ".dockerenv").write_text("")
-    monkeypatch.setenv("BENCH_IMAGE", "torch-bench:cpu")
+    (tmp_path / ".dockerenv").write_text("")  # Docker's marker alone, no image variable
     facts = env.collect_container(tmp_path)
+    assert facts["in_container"] is True and facts["markers"] == [".dockerenv"] and facts["image"] is None
+    podman = tmp_path / "podman"
+    (podman / "run").mkdir(parents=True)
+    (podman / "run" / ".containerenv").write_text("")
+    assert env.collect_container(podman)["markers"] == ["run/.containerenv"]
+    kubernetes = tmp_path / "kubernetes"
+    (kubernetes / "proc" / "1").mkdir(parents=True)
+    (kubernetes / "proc" / "1" / "cgroup").write_text("0::/kubepods/besteffort/pod1234\n")
+    assert env.collect_container(kubernetes) == {**facts, "markers": [], "in_container": True}
+    (kubernetes / "proc" / "1" / "cgroup").write_text("0::/user.slice/user-1000.slice\n")
+    assert env.collect_container(kubernetes)["in_container"] is False
+    monkeypatch.setenv("BENCH_IMAGE", "torch-bench:cpu")
+    facts = env.collect_container(tmp_path / "kubernetes")
     assert facts["in_container"] is True and facts["image"] == "torch-bench:cpu"
 
 
@@ -219,7 +255,7 @@ def test_nvml_without_a_driver_is_a_reason() -> None:
     assert driver["driver_version"] == "570.133.20" and driver["driver_cuda_version"] == "12.8"
 
 
-def test_requested_flavour_comes_from_nox_or_the_image() -> None:
+def test_requested_flavour_comes_from_nox_or_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env.requested_flavour({}) is None
     assert env.requested_flavour({"BENCH_IMAGE_FLAVOUR": " CU128\n"}) == {
         "flavour": "cu128",
@@ -227,7 +263,12 @@ def test_requested_flavour_comes_from_nox_or_the_image() -> None:
     }
     both = {"BENCH_IMAGE_FLAVOUR": "cpu", "BENCH_REQUESTED_TORCH_FLAVOUR": "cu130"}
     assert env.requested_flavour(both) == {"flavour": "cu130", "source": "BENCH_REQUESTED_TORCH_FLAVOUR"}
-    assert "requested_flavour" in env.collect_torch()
+    # the torch facts of a run carry the request of the process's own environment
+    for name in env.FLAVOUR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert env.collect_torch()["requested_flavour"] is None
+    monkeypatch.setenv("BENCH_IMAGE_FLAVOUR", "cu128")
+    assert env.collect_torch()["requested_flavour"] == {"flavour": "cu128", "source": "BENCH_IMAGE_FLAVOUR"}
 
 
 @pytest.mark.parametrize(
@@ -247,4 +288,9 @@ def test_installed_flavour(cuda: str | None, hip: str | None, flavour: str) -> N
 
 def test_installed_flavour_of_this_torch() -> None:
     flavour = env.installed_flavour(torch.version.cuda, getattr(torch.version, "hip", None))
-    assert (flavour == "cpu") == (torch.version.cuda is None and getattr(torch.version, "hip", None) is None)
+    # read back the other way, the flavour gives this torch's CUDA version (None: CPU or ROCm)
+    assert env.flavour_cuda(flavour) == torch.version.cuda, flavour
+    assert re.fullmatch(env.FLAVOUR_PATTERN, flavour), flavour
+    label = torch.__version__.partition("+")[2]  # the wheel's own name for its build: 2.14.1+cu130
+    if re.fullmatch(env.FLAVOUR_PATTERN, label):  # not a source build's +git1234
+        assert flavour == label

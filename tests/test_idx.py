@@ -33,10 +33,21 @@ def test_write_then_read_round_trip(tmp_path: Path, name: str) -> None:
 
 
 def test_gzip_output_is_deterministic(tmp_path: Path) -> None:
+    """Same tensor, same bytes: no write time and no temporary name in the gzip header.
+
+    Two writes within one second would match even with the time in the header, so the header's
+    fields are read: MTIME (bytes 4-7) is zero and FNAME is the final name, not the temporary one.
+    """
     data = torch.arange(10, dtype=torch.uint8)
     first = write_idx(tmp_path / "a" / "labels.gz", data).read_bytes()
     second = write_idx(tmp_path / "b" / "labels.gz", data).read_bytes()
     assert first == second
+    assert first[:3] == b"\x1f\x8b\x08"  # gzip, deflate
+    assert int.from_bytes(first[4:8], "little") == 0, "the write time is in the gzip header"
+    if first[3] & 0x08:  # FNAME: the name gunzip would restore
+        assert first[10 : first.index(b"\x00", 10)] == b"labels"
+    with gzip.open(tmp_path / "a" / "labels.gz") as handle:
+        assert handle.read()[8:] == bytes(range(10))
 
 
 def _valid_bytes() -> bytes:

@@ -30,11 +30,17 @@ def test_a_run_on_a_loaded_machine_says_so(tmp_path: Path) -> None:
     assert {p["pid"] for p in busy} >= {s.pid for s in spinners}
     header = (tmp_path / "run" / "summary.md").read_text().split("## Throughput")[0]
     assert "other busy processes: none" not in header
-    assert "python" in header.lower()
+    load_line = next(line for line in header.splitlines() if line.startswith("Load at start:"))
+    for spinner in spinners:  # each spinner named with its share of a CPU, in the line about load
+        seen = next(p for p in busy if p["pid"] == spinner.pid)
+        assert seen["cpu_percent"] >= 20, seen
+        assert f"{seen['name']} ({seen['cpu_percent']}%)" in load_line, load_line
     assert run.env["during_run"]["steal_percent"] is not None
 
 
 def test_report_plot_draws_pngs_and_links_them(small_run: Path, tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
     copy = tmp_path / "run"
     shutil.copytree(small_run, copy)
     result = run_cli("report", str(copy), "--plot")
@@ -42,6 +48,11 @@ def test_report_plot_draws_pngs_and_links_them(small_run: Path, tmp_path: Path) 
     for name in ("throughput.png", "memory.png"):
         data = (copy / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
+        # the measured lines are drawn: axes, grid and text are grey or black, only the plotted
+        # series (and their legend entries) are in colour
+        pixels = imread(copy / name)[..., :3]
+        coloured = (pixels.max(axis=-1) - pixels.min(axis=-1)) > 0.25
+        assert int(coloured.sum()) > 500, f"{name} shows no measured line"
     summary = (copy / "summary.md").read_text()
     assert "![throughput](throughput.png)" in summary and "![memory](memory.png)" in summary
     assert load_run(copy).plots == ["throughput.png", "memory.png"]

