@@ -59,8 +59,9 @@ MODE_PRECISION = {"bf16": "bfloat16", "tf32": "tfloat32"}  # the measured peak a
 
 # Efficiency: how work is counted and judged (bench.efficiency measures, bench.report shows)
 COUNTING_RULE = (
-    "model FLOPs: 2·m·n per sample forward and 4·m·n backward for every m×n linear layer "
-    "(biases, ReLU, loss and optimizer not counted)"
+    "the matmul work the step does: 2·m·n per sample forward for every m×n linear layer; backward 2·m·n "
+    "for its weight gradient and 2·m·n for its input gradient, but none for the first layer's input (the "
+    "data); biases, ReLU, loss and optimizer not counted"
 )
 OVERHEAD_SHARE = (
     0.5  # a step whose op count times the per-op floor explains this much of it is overhead-bound

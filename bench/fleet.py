@@ -199,7 +199,7 @@ def write_fleet(runs: list[Run], folder: Path, plot: bool = False) -> list[Path]
 
 def draw_fleet(runs: list[Run], path: Path) -> Path:
     """samples/s against batch size, one panel per workload, one line per machine (eager, one process)."""
-    from bench.plots import require_matplotlib
+    from bench.plots import rate_axis, require_matplotlib, save
 
     require_matplotlib()
     import matplotlib
@@ -220,17 +220,8 @@ def draw_fleet(runs: list[Run], path: Path) -> Path:
             )  # fmt: skip
             if points:
                 axis.plot([b for b, _ in points], [r for _, r in points], marker="o", label=column.name)
-        axis.set_title(workload)
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("batch size")
-        axis.set_ylabel("samples/s")
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=6)
-    figure.suptitle("Fleet: samples/s by machine")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+        rate_axis(axis, workload, legend_size=6)
+    return save(figure, axes, len(workloads), "Fleet: samples/s by machine", path, plt)
 
 
 def fleet_console(runs: list[Run]) -> str:

@@ -78,19 +78,8 @@ def draw_plots(run: Run, folder: Path) -> list[Path]:
             if failed:
                 axis.scatter([c.batch_size for c in failed], [0] * len(failed), marker="x", color="red",
                              label=f"{label}: {'/'.join(sorted({c.status.upper() for c in failed}))}")  # fmt: skip
-        axis.set_title(workload)
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("batch size")
-        axis.set_ylabel("samples/s")
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7)
-    for axis in list(axes.flat)[len(workloads) :]:
-        axis.axis("off")
-    figure.suptitle(f"Throughput · {title}")
-    figure.tight_layout()
-    throughput = folder / THROUGHPUT_PNG
-    figure.savefig(throughput, dpi=110)
-    plt.close(figure)
+        rate_axis(axis, workload)
+    throughput = save(figure, axes, len(workloads), f"Throughput · {title}", folder / THROUGHPUT_PNG, plt)
 
     fields = [
         ("host_rss_peak_bytes", "host peak RSS (MiB)"),
@@ -106,22 +95,14 @@ def draw_plots(run: Run, folder: Path) -> list[Path]:
         for line, points in sorted(by_line.items()):
             points.sort()
             axis.plot([b for b, _ in points], [v / MIB for _, v in points], marker=".", label=line)
-        axis.set_title(label)
         if not by_line:
+            axis.set_title(label)
             axis.text(0.5, 0.5, "no GPU in this run", ha="center", va="center", transform=axis.transAxes)
             axis.set_xticks([])
             axis.set_yticks([])
             continue
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("batch size")
-        axis.set_ylabel("MiB")
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=6)
-    figure.suptitle(f"Memory · {title}")
-    figure.tight_layout()
-    memory = folder / MEMORY_PNG
-    figure.savefig(memory, dpi=110)
-    plt.close(figure)
+        batch_axis(axis, label, "MiB", legend_size=6)
+    memory = save(figure, axes, len(fields), f"Memory · {title}", folder / MEMORY_PNG, plt)
     paths = [throughput, memory]
     if len({case.mode for case in run.cases}) > 1:
         paths.append(draw_modes(run, folder, title, plt))
@@ -150,17 +131,30 @@ def draw_modes(run: Run, folder: Path, title: str, plt: Any) -> Path:
             if bad:
                 axis.scatter([c.batch_size for c in bad], [0] * len(bad), marker="x", color="red",
                              label=f"{mode_name}: {'/'.join(sorted({c.status for c in bad}))}")  # fmt: skip
-        axis.set_title(panel, fontsize=9)
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("batch size")
-        axis.set_ylabel("samples/s")
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7)
-    for axis in list(axes.flat)[len(panels) :]:
+        rate_axis(axis, panel, title_size=9)
+    return save(figure, axes, len(panels), f"Modes · {title}", folder / MODES_PNG, plt)
+
+
+def batch_axis(axis: Any, title: str, unit: str, title_size: int | None = None, legend_size: int = 7) -> None:
+    """A panel of a figure against batch size (log2), the way every plot here draws it."""
+    axis.set_title(title, fontsize=title_size)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("batch size")
+    axis.set_ylabel(unit)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=legend_size)
+
+
+def rate_axis(axis: Any, title: str, title_size: int | None = None, legend_size: int = 7) -> None:
+    batch_axis(axis, title, "samples/s", title_size, legend_size)
+
+
+def save(figure: Any, axes: Any, used: int, title: str, path: Path, plt: Any) -> Path:
+    """Blanks the panels left over, titles the figure and writes it."""
+    for axis in list(axes.flat)[used:]:
         axis.axis("off")
-    figure.suptitle(f"Modes · {title}")
+    figure.suptitle(title)
     figure.tight_layout()
-    path = folder / MODES_PNG
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

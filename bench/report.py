@@ -286,6 +286,11 @@ def overhead_share(run: Run, case: CaseResult) -> float | None:
 
 
 def verdict(run: Run, case: CaseResult) -> str:
+    """What explains most of a step: waiting for data (epochs), the per-op floor times the op count, or
+    else the arithmetic itself."""
+    waiting = data_share(case) if not workload(case.workload).in_rounds else None
+    if waiting is not None and waiting >= OVERHEAD_SHARE:
+        return "data-bound"
     share = overhead_share(run, case)
     if share is None:
         return "–"
@@ -576,18 +581,21 @@ def validation_table(run: Run, fmt: str = "github") -> str | None:
     cases = [c for c in run.cases if c.mode != "eager"]
     if not cases:
         return None
+    varied = [d for d in _varied(run) if d[0] != "mode"]
     rows = []
     for case in sorted(cases, key=_case_order(run)):
         checks = "; ".join(("ok: " if v.passed else "FAILED: ") + v.describe() for v in case.validations)
         rows.append(
             [
-                case.mode, case.workload, case.loader or "–", case.device, case.batch_size,
+                case.mode, case.workload, case.loader or "–", case.device, *_dimension_cells(case, varied),
+                case.batch_size,
                 case.status if case.status in ("ok", "invalid") else f"{status_cell(case)}: {_short(case.error)}",
                 fmt_rate(case.measured_rate), fmt_seconds(case.compile_s), case.recompiles if case.ok or
                 case.status == "invalid" else "", checks or "–",
             ]
         )  # fmt: skip
-    headers = ["mode", "workload", "loader", "device", "batch", "status", "measured samples/s", "compile",
+    headers = ["mode", "workload", "loader", "device", *[d[1] for d in varied], "batch", "status",
+               "measured samples/s", "compile",
                "recompiles while timed", "checks against eager"]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
@@ -891,7 +899,8 @@ def summary_markdown(run: Run) -> str:
             + ("; ".join(peaks) or "not recorded")
             + ". "
             "`ops × floor`: the ATen ops one step dispatches times the per-op floor, as a share of the step; "
-            f"above {OVERHEAD_SHARE:.0%} the step is `overhead-bound`, else `compute-bound`. Energy: "
+            f"above {OVERHEAD_SHARE:.0%} the step is `overhead-bound`, else `compute-bound` (an epoch that waits "
+            f"for its data {OVERHEAD_SHARE:.0%} of the time or more is `data-bound`). Energy: "
             + ("; ".join(energy) or "not recorded")
             + " (mean power over the timed work, when it lasted at least 1 s).",
             "",

@@ -105,6 +105,7 @@ class Validation:
     tolerance: float
     passed: bool
     steps: int | None = None
+    against: str = "eager"  # what the reference figure is: eager, or one process at the global batch
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
@@ -117,11 +118,11 @@ class Validation:
     def describe(self) -> str:
         if self.check == "accuracy":
             return (
-                f"final test accuracy {self.value:.1%} vs eager's {self.reference:.1%} "
-                f"(difference {self.difference * 100:.1f} points, allowed {self.tolerance * 100:.1f})"
+                f"final test accuracy {self.value:.2%} vs {self.against}'s {self.reference:.2%} "
+                f"(difference {self.difference * 100:.2f} points, allowed {self.tolerance * 100:.1f})"
             )
         return (
-            f"loss after {self.steps} steps {self.value:.5g} vs eager's {self.reference:.5g} "
+            f"loss after {self.steps} steps {self.value:.5g} vs {self.against}'s {self.reference:.5g} "
             f"(difference {self.difference:.2g}, allowed {self.tolerance:.2g})"
         )
 
@@ -319,7 +320,7 @@ class CaseResult:
         """This case with one more validation; a failed one makes an ok case `invalid`, saying why."""
         status, error = self.status, self.error
         if not check.passed and status == "ok":
-            status, error = "invalid", f"{self.mode} computes something else than eager: {check.describe()}"
+            status, error = "invalid", f"it computes something else than {check.against}: {check.describe()}"
         return replace(self, validations=[*self.validations, check], status=status, error=error)
 
     def peak(self, name: str) -> int | None:

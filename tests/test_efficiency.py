@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from bench.catalog import ENERGY_MIN_WINDOW_S
-from bench.efficiency import count_ops, flops_per_sample, matmul_peak, measure_peaks, op_floor, precisions_for
+from bench.efficiency import (
+    best_of,
+    count_ops,
+    flops_per_sample,
+    matmul_peak,
+    measure_peaks,
+    op_floor,
+    precisions_for,
+)
 from bench.energy import EnergyMeter, cpu_meter, meter_for, rapl_domains
 from bench.model import build_training
 from bench.plan import CaseKey
@@ -22,10 +30,22 @@ def test_flops_follow_the_counting_rule_from_the_models_shapes() -> None:
     net = build_training("cpu").net
     weights = [m.weight.numel() for m in net.modules() if isinstance(m, torch.nn.Linear)]
     assert weights == [784 * 64, 64 * 10]
-    assert flops_per_sample(net, backward=False) == 2 * sum(weights)
-    assert flops_per_sample(net, backward=True) == 6 * sum(weights)
+    assert flops_per_sample(net, backward=False) == 2 * sum(weights) == 101_632
+    # backward: weight gradients of both layers, the input gradient of the second only
+    assert flops_per_sample(net, backward=True) == 4 * sum(weights) + 2 * 64 * 10 == 204_544
     wider = torch.nn.Sequential(torch.nn.Linear(100, 30), torch.nn.ReLU(), torch.nn.Linear(30, 5))
-    assert flops_per_sample(wider, backward=True) == 6 * (100 * 30 + 30 * 5)
+    assert flops_per_sample(wider, backward=True) == 4 * (100 * 30 + 30 * 5) + 2 * 30 * 5
+
+
+def test_the_counted_flops_are_the_matmuls_autograd_runs() -> None:
+    """torch's own FlopCounterMode, which counts the matmuls dispatched, agrees with the rule."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    training = build_training("cpu")
+    inputs, labels = torch.randn(32, 784), torch.zeros(32, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        training.forward_backward(inputs, labels)
+    assert counter.get_total_flops() == 32 * flops_per_sample(training.net, backward=True)
 
 
 def test_ops_are_counted_as_the_device_dispatches_them() -> None:
@@ -47,12 +67,19 @@ def test_the_peak_is_a_real_measurement_that_grows_with_precision_asked() -> Non
     assert precisions_for("cuda:0", ("eager", "tf32")) == ("float32", "tfloat32")
 
 
+def test_a_runs_limits_are_its_best_of_start_and_end() -> None:
+    start = {"float32": 1.2e11, "float32_matmul_side": 1024, "op_floor_s": 2e-6}
+    end = {"float32": 1.5e11, "float32_matmul_side": 2048, "op_floor_s": 3e-6}
+    assert best_of(start, end) == {"float32": 1.5e11, "float32_matmul_side": 2048, "op_floor_s": 2e-6}
+    assert best_of(end, start) == {"float32": 1.5e11, "float32_matmul_side": 2048, "op_floor_s": 2e-6}
+
+
 def _case(mode: str, seconds: float, ops: int, batch: int = 64) -> CaseResult:
     return CaseResult.for_key(
         CaseKey("train_step", "cpu", batch, mode=mode),
         samples_per_unit=batch,
         passes=[PassRecord(0, [seconds])],
-        flops_per_sample=304_896,
+        flops_per_sample=204_544,
         ops_per_step=ops,
     )
 
@@ -60,13 +87,18 @@ def _case(mode: str, seconds: float, ops: int, batch: int = 64) -> CaseResult:
 def test_peak_fraction_and_verdict_come_from_the_runs_own_measurements(small_run: Path) -> None:
     run: Run = load_run(small_run)
     run.env["peaks"] = {"cpu": {"float32": 100e9, "bfloat16": 400e9, "op_floor_s": 2e-6}}
-    fast = _case("eager", 64 * 304_896 / 50e9, ops=40)  # 50 GFLOP/s: half the float32 peak
+    fast = _case("eager", 64 * 204_544 / 50e9, ops=40)  # 50 GFLOP/s: half the float32 peak
     assert peak_fraction(run, fast) == pytest.approx(0.5)
     assert verdict(run, fast) == "compute-bound"  # 40 ops x 2 us = 80 us of a 390 us step
     tiny = _case("eager", 100e-6, ops=40, batch=1)  # 80 us of ops in a 100 us step
     assert overhead_share(run, tiny) == pytest.approx(0.8) and verdict(run, tiny) == "overhead-bound"
-    bf16 = _case("bf16", 64 * 304_896 / 50e9, ops=40)
+    bf16 = _case("bf16", 64 * 204_544 / 50e9, ops=40)
     assert peak_fraction(run, bf16) == pytest.approx(50 / 400)  # set against the bfloat16 peak
+    loader_bound = CaseResult.for_key(
+        CaseKey("epoch", "cpu", 64, "torchvision"), samples_per_unit=6400,
+        passes=[PassRecord(0, [1.0], data_seconds=[0.8], batches=100)], flops_per_sample=204_544, ops_per_step=40,
+    )  # fmt: skip
+    assert verdict(run, loader_bound) == "data-bound"  # 80% of the epoch waiting for the loader
     del run.env["peaks"]
     assert peak_fraction(run, fast) is None and verdict(run, fast) == "–"
 
@@ -76,7 +108,7 @@ def test_small_run_records_flops_ops_and_peaks(small_run: Path) -> None:
     peaks = run.env["peaks"]["cpu"]
     assert peaks["float32"] > 1e8 and peaks["op_floor_s"] > 0
     for case in run.cases:
-        assert case.flops_per_sample == (101_632 if case.workload == "forward" else 304_896)
+        assert case.flops_per_sample == (101_632 if case.workload == "forward" else 204_544)
         assert case.ops_per_step is not None and case.ops_per_step > 0
         assert peak_fraction(run, case) is not None
     assert run.env["energy"]["cpu"]["available"] in (True, False)

@@ -242,8 +242,8 @@ def test_a_large_batch_train_step_reaches_half_the_measured_peak(tmp_path: Path)
     """At batch 4096 the eager CPU train step reaches at least 50% of the float32 peak measured in the same run."""
     out = tmp_path / "run"
     result = run_cli(
-        "run", "--devices", "cpu", "--workloads", "train_step", "--batch-sizes", "4096", "--passes", "3",
-        "--max-time", "3", "--dataset", "synthetic", "--data-dir", str(tmp_path / "data"), "--out", str(out),
+        "run", "--devices", "cpu", "--workloads", "train_step", "--batch-sizes", "4096", "--passes", "5",
+        "--max-time", "5", "--dataset", "synthetic", "--data-dir", str(tmp_path / "data"), "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.output
     run = load_run(out)
