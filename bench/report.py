@@ -577,8 +577,9 @@ def modes_table(run: Run, fmt: str = "github") -> str | None:
 
 
 def validation_table(run: Run, fmt: str = "github") -> str | None:
-    """Every case not in eager mode: its checks against eager, compile time, recompiles, and its figures."""
-    cases = [c for c in run.cases if c.mode != "eager"]
+    """Every case not in eager mode, or checked against a reference (data-parallel training against one
+    process at the global batch): its checks, compile time, recompiles, and its figures."""
+    cases = [c for c in run.cases if c.mode != "eager" or c.validations]
     if not cases:
         return None
     varied = [d for d in _varied(run) if d[0] != "mode"]
@@ -596,7 +597,7 @@ def validation_table(run: Run, fmt: str = "github") -> str | None:
         )  # fmt: skip
     headers = ["mode", "workload", "loader", "device", *[d[1] for d in varied], "batch", "status",
                "measured samples/s", "compile",
-               "recompiles while timed", "checks against eager"]  # fmt: skip
+               "recompiles while timed", "checks"]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
@@ -879,10 +880,11 @@ def summary_markdown(run: Run) -> str:
     checks = validation_table(run)
     if checks:
         parts += [
-            "## Modes against eager (validation, compilation)",
+            "## Checks against a reference (modes against eager, data-parallel against one process)",
             "",
             "`loss`: from the same seed and batches, the mean loss after the validation steps, relative to "
-            "eager's; `accuracy`: the training runs' final test accuracy, in points. `compile`: the first "
+            "eager's; `accuracy`: the training runs' final test accuracy, in points, against eager at the same "
+            "batch, or for N data-parallel processes at batch B each, one process at batch N·B. `compile`: the first "
             "call of each shape (compiling or capturing), timed apart and never inside the timed rounds.",
             "",
             checks,

@@ -74,6 +74,9 @@ def test_data_parallel_training_ends_where_one_process_at_the_global_batch_ends(
     assert check.check == "accuracy" and check.passed
     assert check.value == ddp.final_accuracy and check.reference == reference.final_accuracy
     assert abs(ddp.final_accuracy - reference.final_accuracy) <= 0.01
+    assert check.against == "one process at batch 128"
+    summary = (two_process_run / "summary.md").read_text()
+    assert "vs one process at batch 128's" in summary  # the check is shown, with what it was against
 
 
 def test_side_by_side_copies_each_train_their_own(two_process_run: Path) -> None:
