@@ -62,6 +62,12 @@ class CompiledTraining:
     """The chapter's training compiled with `torch.compile`; the first call of each shape is the compile."""
 
     def __init__(self, base: Training) -> None:
+        # Dynamo keeps its compiled code per code object, and every Training's `step` shares one: after
+        # 8 instances (its recompile limit) it would run the 9th in eager without a word, and "compile"
+        # would time eager. Each instance starts from empty in-memory caches (the on-disk caches keep a
+        # recompile short), and a limit hit all the same is an error, never a silent fallback.
+        torch._dynamo.reset()
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
         self.base = base
         self.net, self.device, self.optimizer = base.net, base.device, base.optimizer
         self.compile_s = 0.0

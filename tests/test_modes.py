@@ -10,6 +10,7 @@ import torch
 from bench import modes
 from bench.catalog import MODES
 from bench.data import Dataset, load_dataset
+from bench.efficiency import count_ops
 from bench.model import Training, build_training
 from bench.plan import CaseKey, Options
 from bench.report import summary_markdown, throughput_table
@@ -91,6 +92,20 @@ def test_compile_is_timed_apart_and_a_new_shape_shows_as_a_recompile(dataset: Da
     inputs = torch.randn(17, 784)
     training.step(inputs, torch.zeros(17, dtype=torch.long))  # a shape never seen: compiles again
     assert modes.compiled_graphs() > graphs and training.compile_s > compiled
+
+
+def test_the_tenth_compiled_model_is_still_compiled_not_eager() -> None:
+    """Dynamo caches per code object, which every model's `step` shares; past its recompile limit (8) it
+    ran the step in eager silently, so a long run's later `compile` cases timed eager."""
+    inputs, labels = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    eager = build_training("cpu", 0)
+    eager_ops = count_ops(lambda: eager.step(inputs, labels))
+    for _ in range(10):
+        training = modes.build("compile", "cpu")
+        before = modes.compiled_graphs()
+        training.step(inputs, labels)
+        assert modes.compiled_graphs() > before, "this model's first step compiled nothing"
+    assert count_ops(lambda: training.step(inputs, labels)) < eager_ops  # fused kernels, not eager's ops
 
 
 def test_an_epoch_in_compile_mode_compiles_every_shape_before_the_clock(dataset: Dataset) -> None:
