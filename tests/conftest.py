@@ -38,6 +38,33 @@ def cuda_test(function):  # type: ignore[no-untyped-def]
     return pytest.mark.cuda(requires_cuda(function))
 
 
+COMPILE_CHECKED_AS_MISSING: list[str] = []
+
+
+def compile_runs_here(test: str) -> bool:
+    """Whether torch.compile can run on this CPU (it needs a C++ compiler). Where it cannot, a compile test
+    checks instead that the mode says so, which the harness shows as a `skipped` cell, and the session
+    ends with a line naming those tests: never a silent skip."""
+    from bench import modes
+
+    reason = modes.unsupported("compile", "cpu")
+    if reason is None:
+        return True
+    assert "C++ compiler (g++)" in reason, reason
+    COMPILE_CHECKED_AS_MISSING.append(test)
+    return False
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if COMPILE_CHECKED_AS_MISSING:
+        terminalreporter.write_line(
+            f"torch.compile cannot run here (no C++ compiler): {len(COMPILE_CHECKED_AS_MISSING)} compile tests "
+            f"checked that the mode says so instead ({', '.join(COMPILE_CHECKED_AS_MISSING)}); install g++ "
+            "to run them",
+            yellow=True,
+        )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # every pytest-benchmark JSON of the suite carries the torch build and devices, as a run's does
     config.pluginmanager.register(MachineInfo(envmod.collect_all), "torch-bench-machine-info")
