@@ -515,7 +515,7 @@ def cmd_run_rank(args: argparse.Namespace, argv: Sequence[str], options: Options
         run_id = resultsmod.new_run_id()
         folder = args.out if args.out else resultsmod.default_run_folder(Path("results"), run_id)
         restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-        resume, facts = None, {}
+        resume, facts = None, dict[str, Any]()
         if world.leader:
             if (args.resume or restarted) and (folder / resultsmod.RESULTS_FILE).exists():
                 resume = load_run(folder)

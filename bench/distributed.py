@@ -316,7 +316,7 @@ class ParallelMeasure:
                 records.append(
                     PassRecord(
                         index=run_index, seed=run_index, samples_s=slowest(per_rank), test_accuracy=accuracies,
-                        mean_loss=losses, per_rank_s=per_rank,
+                        mean_loss=[*losses], per_rank_s=per_rank,
                     )
                 )  # fmt: skip
                 samples = total

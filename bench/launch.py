@@ -111,11 +111,11 @@ def record_fault(folder: Path, cause: str, oom: bool) -> bool:
     key = run.in_progress
     if key is None:
         return False
-    status = "oom" if oom else "error"
+    from bench.results import CaseResult, Status
+
+    status: Status = "oom" if oom else "error"
     message = f"the worker group failed during this case: {cause}"
     index = next((i for i, case in enumerate(run.cases) if case.key == key), None)
-    from bench.results import CaseResult
-
     if index is None:
         run.cases.append(CaseResult.failure(key, status, message))
     else:

@@ -71,7 +71,7 @@ class CompiledTraining:
         self.base = base
         self.net, self.device, self.optimizer = base.net, base.device, base.optimizer
         self.compile_s = 0.0
-        self._compiled = {
+        self._compiled: dict[str, Callable[..., torch.Tensor]] = {
             "forward": torch.compile(base.forward),
             "forward_backward": torch.compile(base.forward_backward),
             "step": torch.compile(base.step),

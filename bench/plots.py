@@ -92,9 +92,9 @@ def draw_plots(run: Run, folder: Path) -> list[Path]:
             value = case.own_device_peak_bytes if name == "own_device_peak_bytes" else case.peak(name)
             if value is not None:
                 by_line[line_label(case, with_workload=True)].append((case.batch_size, value))
-        for line, points in sorted(by_line.items()):
-            points.sort()
-            axis.plot([b for b, _ in points], [v / MIB for _, v in points], marker=".", label=line)
+        for line, readings in sorted(by_line.items()):
+            readings.sort()
+            axis.plot([b for b, _ in readings], [v / MIB for _, v in readings], marker=".", label=line)
         if not by_line:
             axis.set_title(label)
             axis.text(0.5, 0.5, "no GPU in this run", ha="center", va="center", transform=axis.transAxes)

@@ -562,13 +562,13 @@ def modes_table(run: Run, fmt: str = "github") -> str | None:
         best = max(valid, key=lambda m: valid[m]) if len(valid) > 1 else None
         cells = []
         for mode in modes:
-            case = by_mode.get(mode)
-            if case is None or not case.ok:
-                cells.append(rate_cell(case))
+            cell_case = by_mode.get(mode)
+            if cell_case is None or not cell_case.ok:
+                cells.append(rate_cell(cell_case))
                 continue
-            cell = fmt_rate(case.samples_per_s)
-            if eager is not None and eager.samples_per_s and mode != "eager" and case.samples_per_s:
-                cell += f" ({case.samples_per_s / eager.samples_per_s:.2f}x)"
+            cell = fmt_rate(cell_case.samples_per_s)
+            if eager is not None and eager.samples_per_s and mode != "eager" and cell_case.samples_per_s:
+                cell += f" ({cell_case.samples_per_s / eager.samples_per_s:.2f}x)"
             cells.append(cell + (BEST_MARK if mode == best else ""))
         start = [device, *([threads or "default"] if threads_varied else []), name, loader or "–", batch]
         lines.append([*start, *cells])

@@ -401,7 +401,7 @@ class Sweep:
                 data_seconds=training.data_seconds,
                 data_timer=training.data_timer,
                 test_accuracy=training.test_accuracies,
-                mean_loss=training.mean_losses,
+                mean_loss=[*training.mean_losses],
                 eval_seconds=training.eval_seconds,
                 compile_s=training.compile_s or None,
                 recompiles=recompiles,

@@ -187,8 +187,11 @@ V1_MEMORY = {
 
 
 def _upgrade_case(case: dict[str, Any]) -> dict[str, Any]:
-    details = case.get("details") if isinstance(case.get("details"), dict) else {}
-    new = {k: case[k] for k in ("workload", "device", "batch_size", "loader", "status", "error") if k in case}
+    raw_details = case.get("details")
+    details: dict[str, Any] = raw_details if isinstance(raw_details, dict) else {}
+    new: dict[str, Any] = {
+        k: case[k] for k in ("workload", "device", "batch_size", "loader", "status", "error") if k in case
+    }
     failed = details.get("failed_passes", [])
     new["failed_passes"] = failed if isinstance(failed, list) else []
     if case.get("status") != "ok":
@@ -223,7 +226,7 @@ def _split_rounds(samples: list[Any], details: dict[str, Any]) -> list[dict[str,
         and all(isinstance(x, int) and x >= 0 for x in [*indices, *rounds])
         and sum(rounds) == len(samples)
     )
-    if not consistent:
+    if not consistent or not isinstance(indices, list) or not isinstance(rounds, list):
         return [{"index": 0, "samples_s": samples, **calibration}]
     passes, start = [], 0
     for position, (index, count) in enumerate(zip(indices, rounds, strict=True)):
