@@ -5,7 +5,7 @@ The counting rule (`catalog.COUNTING_RULE`): the matmul work the step really doe
 2·m·n for its input gradient, except the first layer, whose input is the data (autograd computes no
 gradient for it). Biases, ReLU, the loss and the SGD update are not counted. For the chapter's MLP
 (784·64 + 64·10 = 50,816 weights) that is 101,632 FLOPs per sample forward and 204,544 for a
-training step. (MFU's 6-per-weight rule would count 304,896, a third more than the step computes.)
+training step. (MFU's 6-per-weight rule would count 304,896, 1.49 times what the step computes.)
 
 The limit is measured, never taken from a datasheet: the best throughput of a large square matmul
 in each precision the run uses (`measure_peaks`), and the per-op floor, the time of the smallest op

@@ -73,7 +73,7 @@ FULL = Profile(
     max_time=1.0,
     torchvision_batch_sizes=None,
 )
-# The chapter's DataLoader costs the same per image at any batch size (about 16 s an epoch on a
+# The chapter's DataLoader costs the same per image at any batch size (about 7 s an epoch on a
 # 2-core machine), so a smoke run measures it once, at the chapter's batch size.
 QUICK = Profile(
     devices="cpu",
