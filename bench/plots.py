@@ -64,20 +64,10 @@ def draw_plots(run: Run, folder: Path) -> list[Path]:
     if run.partial:
         title += " · PARTIAL"
 
-    columns = min(3, max(1, len(workloads)))
-    rows = (len(workloads) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+    figure, axes = _panels(plt, len(workloads))
     for axis, workload in zip(axes.flat, workloads, strict=False):
         for label, points in _series([c for c in run.cases if c.workload == workload]).items():
-            good = [c for c in points if c.ok and c.samples_per_s]
-            if good:
-                axis.plot(
-                    [c.batch_size for c in good], [c.samples_per_s for c in good], marker="o", label=label
-                )
-            failed = [c for c in points if not c.ok]
-            if failed:
-                axis.scatter([c.batch_size for c in failed], [0] * len(failed), marker="x", color="red",
-                             label=f"{label}: {'/'.join(sorted({c.status.upper() for c in failed}))}")  # fmt: skip
+            _rate_line(axis, points, label)
         rate_axis(axis, workload)
     throughput = save(figure, axes, len(workloads), f"Throughput · {title}", folder / THROUGHPUT_PNG, plt)
 
@@ -117,20 +107,10 @@ def draw_modes(run: Run, folder: Path, title: str, plt: Any) -> Path:
         if case.threads is not None:
             panel += f" · {case.threads} threads"
         panels[panel][case.mode].append(case)
-    columns = min(3, len(panels))
-    rows = (len(panels) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+    figure, axes = _panels(plt, len(panels))
     for axis, (panel, by_mode) in zip(axes.flat, sorted(panels.items()), strict=False):
         for mode_name, points in by_mode.items():
-            good = sorted((c for c in points if c.ok and c.samples_per_s), key=lambda c: c.batch_size)
-            if good:
-                axis.plot(
-                    [c.batch_size for c in good], [c.samples_per_s for c in good], marker="o", label=mode_name
-                )
-            bad = [c for c in points if not c.ok]
-            if bad:
-                axis.scatter([c.batch_size for c in bad], [0] * len(bad), marker="x", color="red",
-                             label=f"{mode_name}: {'/'.join(sorted({c.status for c in bad}))}")  # fmt: skip
+            _rate_line(axis, points, mode_name)
         rate_axis(axis, panel, title_size=9)
     return save(figure, axes, len(panels), f"Modes · {title}", folder / MODES_PNG, plt)
 
@@ -143,6 +123,25 @@ def batch_axis(axis: Any, title: str, unit: str, title_size: int | None = None, 
     axis.set_ylabel(unit)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=legend_size)
+
+
+def _panels(plt: Any, count: int) -> tuple[Any, Any]:
+    """A grid of up to 3 panels a row, one per workload (or per mode panel)."""
+    columns = min(3, max(1, count))
+    rows = (count + columns - 1) // columns
+    return plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+
+
+def _rate_line(axis: Any, cases: list[CaseResult], label: str) -> None:
+    """Samples/s against batch size for the measured cases; the failed ones as red crosses at zero, named."""
+    good = sorted((c for c in cases if c.ok and c.samples_per_s), key=lambda c: c.batch_size)
+    if good:
+        axis.plot([c.batch_size for c in good], [c.samples_per_s for c in good], marker="o", label=label)
+    failed = [c for c in cases if not c.ok]
+    if failed:
+        statuses = "/".join(sorted({c.status.upper() for c in failed}))
+        axis.scatter([c.batch_size for c in failed], [0] * len(failed), marker="x", color="red",
+                     label=f"{label}: {statuses}")  # fmt: skip
 
 
 def rate_axis(axis: Any, title: str, title_size: int | None = None, legend_size: int = 7) -> None:

@@ -157,11 +157,12 @@ def test_modes_and_threads_from_the_command_line(tmp_path: Path) -> None:
     result = run_cli(
         "run", "--devices", "cpu", "--modes", "eager,fused,tf32", "--threads", "1,2", "--workloads", "train_step",
         "--batch-sizes", "64", "--passes", "1", "--max-time", "0.1", "--dataset", "fashion-mnist",
-        "--data-dir", str(SMALL_REAL_DIR), "--out", str(out),
+        "--data-dir", str(SMALL_REAL_DIR), "--out", str(out), "--plot",
     )  # fmt: skip
     assert result.returncode == 0, result.output
     run = load_run(out)
     keys = {(case.mode, case.threads): case for case in run.cases}
+    assert (out / "modes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one line per mode, drawn
     assert set(keys) == {(m, t) for m in ("eager", "fused", "tf32") for t in (1, 2)}
     for threads in (1, 2):
         assert keys[("tf32", threads)].status == "skipped" and "CUDA only" in (
