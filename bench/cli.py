@@ -326,15 +326,10 @@ def run_options(args: argparse.Namespace) -> Options:
 
 
 def usable_cpus() -> int:
-    """CPUs this process may use: its affinity, capped by a container's CPU quota."""
-    from bench.env import cgroup_cpu_quota
+    """Whole CPUs this process may use (at least one): what thread counts are divided from."""
+    from bench.env import usable_cpus as usable
 
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        count = os.cpu_count() or 1
-    quota = cgroup_cpu_quota()
-    return max(1, min(count, int(quota))) if quota else count
+    return max(1, int(usable()))
 
 
 def parse_threads(text: str) -> tuple[int | None, ...]:
@@ -477,7 +472,9 @@ def install_facts(args: argparse.Namespace, argv: Sequence[str]) -> tuple[dict, 
     facts = envmod.collect_all()
     check = run_check(require=tuple(args.require), env=facts)
     facts["check"] = check.to_dict()["lines"]
-    facts["command_line"] = os.environ.get("BENCH_COMMAND_LINE") or shlex.join(["bench", *argv])
+    from bench.launch import COMMAND_LINE_ENV
+
+    facts["command_line"] = os.environ.get(COMMAND_LINE_ENV) or shlex.join(["bench", *argv])
     return facts, check
 
 
@@ -502,7 +499,7 @@ def cmd_run_rank(args: argparse.Namespace, argv: Sequence[str], options: Options
     from bench import results as resultsmod
     from bench.data import load_dataset
     from bench.distributed import World
-    from bench.launch import write_fault
+    from bench.launch import FAULT_DIR_ENV, write_fault
     from bench.runner import run_benchmarks
     from bench.schema import load_run
 
@@ -526,9 +523,7 @@ def cmd_run_rank(args: argparse.Namespace, argv: Sequence[str], options: Options
                                       "threads_per_process": options.threads[0]}  # fmt: skip
         dataset = load_dataset(args.dataset, args.data_dir, download=not args.no_download and world.leader)
         run, folder = run_benchmarks(options, dataset, folder, facts, run_id, world=world, resume=resume)
-        if world.leader and not os.environ.get(
-            "BENCH_FAULT_DIR"
-        ):  # started by torchrun, not by bench run --nproc
+        if world.leader and not os.environ.get(FAULT_DIR_ENV):  # torchrun started it, not bench run --nproc
             finish_run(args, run, folder)
         return EXIT_OK
     except BaseException as error:

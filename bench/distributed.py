@@ -52,11 +52,6 @@ SOLO_TIMEOUT = datetime.timedelta(hours=2)  # the other ranks waiting while rank
 MAX_CALLS_PER_ROUND = 1 << 20
 
 
-def in_worker_group() -> bool:
-    """Whether this process is one rank of several that torchrun started."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 @dataclass
 class World:
     """This process's place among the ranks, and the groups it talks through."""
@@ -122,13 +117,6 @@ class World:
     def leave(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def cpu_share(local_ranks: int) -> int:
-    """Each rank's equal share of the CPUs this machine lets the processes use (at least one)."""
-    from bench.cli import usable_cpus
-
-    return max(1, usable_cpus() // max(local_ranks, 1))
 
 
 def ddp_training(world: World, seed: int = 0) -> Training:
@@ -210,9 +198,6 @@ class ParallelMeasure:
     def __init__(self, world: World, dataset: Dataset, options: Options, min_round_s: float) -> None:
         self.world, self.dataset, self.options, self.min_round_s = world, dataset, options, min_round_s
 
-    def samples_per_unit(self, key: CaseKey, per_rank: int) -> int:
-        return per_rank * self.world.size
-
     def measure(self, item: Item) -> tuple[list[PassRecord], int, dict[str, Any]] | None:
         """(records, samples per unit of all ranks together, case facts) on rank 0; None elsewhere."""
         timing = workload(item.key.workload).timing
@@ -222,7 +207,7 @@ class ParallelMeasure:
             return self.rounds(item)
         return self.epochs(item)
 
-    def _facts(self, key: CaseKey) -> dict[str, Any]:
+    def _facts(self) -> dict[str, Any]:
         return {"backend": self.world.backend, "nnodes": self.world.nnodes}
 
     def rounds(self, item: Item) -> tuple[list[PassRecord], int, dict[str, Any]] | None:
@@ -258,7 +243,7 @@ class ParallelMeasure:
             comm_s=comm,
             memory=monitor.reading,
         )
-        return [record], self.samples_per_unit(key, key.batch_size), self._facts(key)
+        return [record], key.batch_size * world.size, self._facts()
 
     def epochs(self, item: Item) -> tuple[list[PassRecord], int, dict[str, Any]] | None:
         key, world = item.key, self.world
@@ -289,7 +274,7 @@ class ParallelMeasure:
             comm_s=comm,
             memory=monitor.reading,
         )
-        return [record], samples, self._facts(key)
+        return [record], samples, self._facts()
 
     def runs(self, item: Item) -> tuple[list[PassRecord], int, dict[str, Any]] | None:
         """Data-parallel training runs: every rank trains the one model on its shard; rank 0 evaluates."""
@@ -322,7 +307,7 @@ class ParallelMeasure:
                 samples = total
         if not world.leader:
             return None
-        return records, samples, self._facts(key)
+        return records, samples, self._facts()
 
 
 def wait_for_leader(world: World) -> None:

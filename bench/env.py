@@ -190,24 +190,32 @@ def cpu_governor(sysfs: Path = Path("/sys/devices/system/cpu")) -> str | None:
         return None
 
 
+def affinity_cores() -> int | None:
+    """CPUs in this process's affinity mask (None where the platform does not say)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def usable_cpus() -> float:
+    """CPUs this process may use: its affinity, capped by a container's CPU quota (which may be fractional)."""
+    return min(x for x in (affinity_cores(), cgroup_cpu_quota(), os.cpu_count()) if x is not None)
+
+
 def collect_cpu() -> Facts:
     import torch
 
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        affinity = None
     quota = cgroup_cpu_quota()
-    usable = min(x for x in (affinity, quota, os.cpu_count()) if x is not None)
     frequency = psutil.cpu_freq() if hasattr(psutil, "cpu_freq") else None
     return {
         "model": cpu_model(),
         "architecture": platform.machine(),
         "physical_cores": psutil.cpu_count(logical=False),
         "logical_cores": psutil.cpu_count(logical=True),
-        "affinity_cores": affinity,
+        "affinity_cores": affinity_cores(),
         "cgroup_cpu_quota": quota,
-        "usable_cpus": usable,
+        "usable_cpus": usable_cpus(),
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "frequency_mhz": round(frequency.current) if frequency else None,

@@ -199,14 +199,9 @@ def write_fleet(runs: list[Run], folder: Path, plot: bool = False) -> list[Path]
 
 def draw_fleet(runs: list[Run], path: Path) -> Path:
     """samples/s against batch size, one panel per workload, one line per machine (eager, one process)."""
-    from bench.plots import rate_axis, require_matplotlib, save
+    from bench.plots import pyplot, rate_axis, save
 
-    require_matplotlib()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     named = columns(runs)
     workloads = [w for w in WORKLOADS if any(c.workload == w for run in runs for c in run.cases)]
     figure, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 4), squeeze=False)

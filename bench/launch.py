@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import RunFailure, one_line
-from bench.results import RESULTS_FILE, Run, save_run
+from bench.results import RESULTS_FILE, CaseResult, Run, Status, save_run
 
 FAULT_DIR_ENV = "BENCH_FAULT_DIR"
 COMMAND_LINE_ENV = "BENCH_COMMAND_LINE"  # what the user typed, recorded by rank 0
@@ -111,8 +111,6 @@ def record_fault(folder: Path, cause: str, oom: bool) -> bool:
     key = run.in_progress
     if key is None:
         return False
-    from bench.results import CaseResult, Status
-
     status: Status = "oom" if oom else "error"
     message = f"the worker group failed during this case: {cause}"
     index = next((i for i, case in enumerate(run.cases) if case.key == key), None)

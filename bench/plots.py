@@ -30,6 +30,17 @@ def require_matplotlib() -> None:
         ) from None
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only (no display), or a UsageError when it is missing."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def line_label(case: CaseResult, with_workload: bool = False) -> str:
     """`cpu [resident] · compile`: everything that tells a case's line apart within a panel."""
     label = f"{case.workload} · {case.device}" if with_workload else case.device
@@ -51,12 +62,7 @@ def _series(cases: list[CaseResult]) -> dict[str, list[CaseResult]]:
 
 def draw_plots(run: Run, folder: Path) -> list[Path]:
     """Writes throughput.png (one panel per workload) and memory.png into `folder`; returns their paths."""
-    require_matplotlib()
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     workloads = [w for w in WORKLOADS if any(c.workload == w for c in run.cases)]
     title = f"run {run.run_id} · " + (
         "SYNTHETIC data" if run.dataset.synthetic else dataset_display_name(run.dataset.name)

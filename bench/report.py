@@ -32,7 +32,7 @@ from bench.catalog import (
     workload,
 )
 from bench.check import CheckReport
-from bench.plan import CaseKey, peak_key
+from bench.plan import CaseKey, peak_key, solo_device
 from bench.results import CaseResult, PassRecord, Run, write_atomic
 from bench.stats import NOISY_SPREAD, QUARTILE_METHOD
 
@@ -480,8 +480,7 @@ def train_table(run: Run, fmt: str = "github") -> str | None:
 
 def one_process_case(case: CaseResult, cases: Cases) -> CaseResult | None:
     """The one-process case a case across processes is set against: same workload, batch and threads."""
-    device = "cuda:0" if case.device == "cuda" else case.device
-    return cases.get(replace(case.key, device=device, world_size=1, side_by_side=1))
+    return cases.get(replace(case.key, device=solo_device(case.device), world_size=1, side_by_side=1))
 
 
 def processes(case: CaseResult) -> int:

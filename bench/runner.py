@@ -44,8 +44,8 @@ from bench.plan import CaseKey, Item, Options, peak_key, plan, schedule, solo_de
 from bench.results import CaseResult, EnergyRecord, PassRecord, Run, Validation
 from bench.workloads import make_step, run_epochs, run_training
 
-STOPPING_STATUSES = ("oom", "error", "skipped")
-ACCURACY_TOLERANCE = 0.01  # a mode's final test accuracy within 1 point of eager's  # a case in one of these is not tried again
+STOPPING_STATUSES = ("oom", "error", "skipped")  # a case in one of these is not tried again
+ACCURACY_TOLERANCE = 0.01  # a mode's final test accuracy within 1 point of eager's
 
 
 @contextmanager
@@ -251,9 +251,10 @@ class Sweep:
 
         assert self.world is not None, "a case across processes needs the ranks torchrun starts"
         key = item.key
-        measured = ParallelMeasure(
-            self.world, self.dataset, self.options, self.min_round_s(key.device)
-        ).measure(item)
+        with case_context(key):  # as the other ranks run it (follow)
+            measured = ParallelMeasure(
+                self.world, self.dataset, self.options, self.min_round_s(key.device)
+            ).measure(item)
         assert measured is not None
         records, samples_per_unit, facts = measured
         for record in records:
@@ -279,15 +280,17 @@ class Sweep:
             )
         return self.loss_checks[cached]
 
-    def step_facts(self, key: CaseKey, training: Any) -> dict[str, int]:
-        """FLOPs per sample and ATen ops per step of this case's model and mode (counted untimed)."""
-        spec = workload(key.workload)
-        if spec.in_rounds:
-            return {"flops_per_sample": flops_per_sample(training.net, spec.backward)}
-        inputs, labels = fixed_batch(self.dataset, key.batch_size, key.device)
+    def step_facts(
+        self, key: CaseKey, training: Any, call: Callable[[], Any] | None = None
+    ) -> dict[str, int]:
+        """FLOPs per sample and ATen ops per call of this case's model and mode (counted untimed): the ops of
+        `call` (the timed callable of a round), or else of one training step on a fixed batch."""
+        if call is None:
+            inputs, labels = fixed_batch(self.dataset, key.batch_size, key.device)
+            call = lambda: training.step(inputs, labels)  # noqa: E731
         return {
-            "flops_per_sample": flops_per_sample(training.net, spec.backward),
-            "ops_per_step": count_ops(lambda: training.step(inputs, labels)),
+            "flops_per_sample": flops_per_sample(training.net, workload(key.workload).backward),
+            "ops_per_step": count_ops(call),
         }
 
     def keep(self, key: CaseKey, record: PassRecord, samples_per_unit: int, **facts: Any) -> None:
@@ -346,9 +349,7 @@ class Sweep:
             memory=monitor.reading,
             energy=energy_record(meter, [joules], window),
         )
-        facts = self.step_facts(key, training) if item.pass_index == 0 else {}
-        if facts:
-            facts["ops_per_step"] = count_ops(step)
+        facts = self.step_facts(key, training, step) if item.pass_index == 0 else {}
         self.keep(key, record, key.batch_size, **facts)
 
     def measure_epochs(self, item: Item, benchmark: Any | None) -> None:
@@ -607,6 +608,7 @@ def run_benchmarks(
         planned_cases=len(cases),
     )
     leader = world is None or world.leader
+    meters: dict[str, EnergyMeter] = {}
     if leader and resume is None:
         overheads, peaks, meters = prepare_devices(options, cases)
         run.env["timing"] = {
@@ -631,7 +633,9 @@ def run_benchmarks(
     if not leader:
         follow(sweep)
         return run, folder
-    sweep.meters = {device: meter_for(device) for device in dict.fromkeys(key.device for key in cases)}
+    sweep.meters = meters or {
+        device: meter_for(device) for device in dict.fromkeys(key.device for key in cases)
+    }
     run.state = "running"
     resultsmod.save_run(run, folder)
     cpu_before = envmod.cpu_time_split()
