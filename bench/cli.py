@@ -69,6 +69,7 @@ def parse_choices(text: str, valid: Sequence[str], option: str, what: str) -> tu
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser, and each command's own parser (so an unknown option prints that command's usage)."""
     from bench.catalog import DATA_DIR_ENV, DATASETS, LOADERS, MODES, WORKLOADS
+    from bench.compare import MIN_EFFECT
     from bench.plan import QUICK, default_text
 
     parser = argparse.ArgumentParser(
@@ -224,6 +225,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         type=float,
         metavar="PCT",
         help="exit 1 if any case is significantly slower than A by more than PCT percent (default: never)",
+    )
+    compare.add_argument(
+        "--min-effect",
+        type=float,
+        metavar="PCT",
+        default=MIN_EFFECT * 100,
+        help="the smallest change called slower or faster, either way, in percent; raise it on shared "
+        "machines whose speed differs between processes (default: %(default)g, or the runs' noise level "
+        "when that is larger)",
     )
     compare.add_argument(
         "--out", type=Path, help="also write the comparison as Markdown to this file (default: no)"
@@ -609,8 +619,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.fail_above is not None and args.fail_above < 0:
         raise UsageError(f"--fail-above {args.fail_above:g} must be a percentage of at least 0")
+    if not 0 <= args.min_effect < 1000:
+        raise UsageError(f"--min-effect {args.min_effect:g} must be a percentage from 0 to below 1000")
     baseline, candidate = load_run(args.baseline), load_run(args.candidate)
-    comparison = compare_runs(baseline, candidate)
+    comparison = compare_runs(baseline, candidate, min_effect=args.min_effect / 100)
     text = comparison_markdown(comparison)
     if args.out:
         try:

@@ -75,9 +75,10 @@ class Comparison:
     b: Run
     rows: list[ComparisonRow]
     warnings: list[str] = field(default_factory=list)
-    min_effect: float = MIN_EFFECT
+    min_effect: float = MIN_EFFECT  # the floor used: the asked-for minimum or the larger noise level
     case_confidence: float = FAMILY_CONFIDENCE
     noise: tuple[float | None, float | None] = (None, None)
+    asked_min_effect: float = MIN_EFFECT
 
     def slowdowns_above(self, percent: float) -> list[ComparisonRow]:
         return [row for row in self.rows if row.verdict == SLOWER and row.change_percent > percent]
@@ -101,7 +102,7 @@ def compare_runs(a: Run, b: Run, min_effect: float = MIN_EFFECT) -> Comparison:
     noise = (noise_level(a), noise_level(b))
     floor = max([min_effect, *[level for level in noise if level is not None]])
     rows = [_judge(key, cases_a.get(key), cases_b.get(key), floor, confidence) for key in keys]
-    return Comparison(a, b, rows, environment_differences(a, b), floor, confidence, noise)
+    return Comparison(a, b, rows, environment_differences(a, b), floor, confidence, noise, min_effect)
 
 
 def noise_level(run: Run) -> float | None:
@@ -188,7 +189,8 @@ def comparison_markdown(comparison: Comparison) -> str:
     parts += [
         f"Noise level (median spread of the cells): A {_percent(noise_a)}, B {_percent(noise_b)}; time B/A "
         f"between {1 / (1 + comparison.min_effect):.3f} and {1 + comparison.min_effect:.3f} (a floor of "
-        f"{comparison.min_effect:.1%}: 5%, or the larger noise level, either way) is not called a change.",
+        f"{comparison.min_effect:.1%}: {comparison.asked_min_effect * 100:g}% (--min-effect), or the larger noise "
+        "level, either way) is not called a change.",
         "",
     ]
     if comparison.warnings:

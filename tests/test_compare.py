@@ -79,17 +79,42 @@ def _slowed_copy(source: Path, target: Path, factor: float, torch_version: str |
     return target
 
 
+AA_MIN_EFFECT = 0.10  # two identical processes side by side on one core differed by up to 5.7% in CI
+
+
 def test_same_code_twice_shows_no_significant_change(two_runs: tuple[Path, Path]) -> None:
-    comparison = compare_runs(load_run(two_runs[0]), load_run(two_runs[1]))
+    """Identical code is never called changed beyond a 10% floor.
+
+    The floor is 10%, not the default 5%: even sharing one core, two processes of the same code
+    were seen in CI to differ by 5.7% on one case with tight intervals (a process-level offset,
+    memory layout and cache phase, which no statistic inside one run can see). That is what
+    `--min-effect` is for on shared machines.
+    """
+    comparison = compare_runs(load_run(two_runs[0]), load_run(two_runs[1]), min_effect=AA_MIN_EFFECT)
     verdicts = {row.key.label(): row.verdict for row in comparison.rows}
     assert len(verdicts) == 4
     assert set(verdicts.values()) == {SAME}, comparison_markdown(comparison)
     assert not comparison.warnings
-    result = run_cli("compare", str(two_runs[0]), str(two_runs[1]), "--fail-above", "10")
+    result = run_cli(
+        "compare", str(two_runs[0]), str(two_runs[1]), "--fail-above", "10", "--min-effect", "10"
+    )
     assert result.returncode == 0, result.output
     assert "0 slower, 0 faster" in result.stdout
+    assert "10% (--min-effect)" in result.stdout
     for row in comparison.rows:  # every case says what it could have seen: a change beyond the floor
         assert row.detectable is not None and row.detectable >= 1 + comparison.min_effect
+
+
+def test_min_effect_sets_the_floor(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    slowed = _slowed_copy(two_runs[0], tmp_path / "slowed", factor=1.3)
+    at_default = run_cli("compare", str(two_runs[0]), str(slowed))
+    assert at_default.returncode == 0 and "4 slower, 0 faster" in at_default.stdout, at_default.output
+    assert "5% (--min-effect)" in at_default.stdout
+    at_half = run_cli("compare", str(two_runs[0]), str(slowed), "--min-effect", "50")
+    assert at_half.returncode == 0 and "0 slower, 0 faster" in at_half.stdout, at_half.output
+    assert "a floor of 50.0%" in at_half.stdout
+    wrong = run_cli("compare", str(two_runs[0]), str(slowed), "--min-effect", "-1")
+    assert wrong.returncode == 2 and "--min-effect -1" in wrong.stderr
 
 
 def test_a_slowed_copy_is_found_and_fails_the_gate(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
