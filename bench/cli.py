@@ -335,17 +335,17 @@ def run_options(args: argparse.Namespace) -> Options:
     )
 
 
-def usable_cpus() -> int:
+def whole_usable_cpus() -> int:
     """Whole CPUs this process may use (at least one): what thread counts are divided from."""
-    from bench.env import usable_cpus as usable
+    from bench.env import usable_cpus
 
-    return max(1, int(usable()))
+    return max(1, int(usable_cpus()))
 
 
 def parse_threads(text: str) -> tuple[int | None, ...]:
     """`1,2` -> (1, 2); `sweep` -> 1, 2, 4, ... up to the usable CPUs (and that count itself)."""
     if text.strip() == "sweep":
-        cpus = usable_cpus()
+        cpus = whole_usable_cpus()
         counts = [2**i for i in range(cpus.bit_length()) if 2**i <= cpus]
         return tuple(dict.fromkeys([*counts, cpus]))
     return parse_counts(text, "--threads", "thread count", "1,2 or sweep")
@@ -401,7 +401,7 @@ def parallel_options(
                 f"--devices cuda with {local} processes on this machine needs {local} GPUs; {gpus} visible",
                 hint="lower --nproc, or use --devices cpu",
             )
-    threads = (max(1, usable_cpus() // local),) if device == "cpu" else (None,)
+    threads = (max(1, whole_usable_cpus() // local),) if device == "cpu" else (None,)
     return Options(
         devices=(device,),
         workloads=workloads,

@@ -75,10 +75,14 @@ class Comparison:
     b: Run
     rows: list[ComparisonRow]
     warnings: list[str] = field(default_factory=list)
-    min_effect: float = MIN_EFFECT  # the floor used: the asked-for minimum or the larger noise level
+    asked_min_effect: float = MIN_EFFECT  # --min-effect
     case_confidence: float = FAMILY_CONFIDENCE
     noise: tuple[float | None, float | None] = (None, None)
-    asked_min_effect: float = MIN_EFFECT
+
+    @property
+    def min_effect(self) -> float:
+        """The floor used: the asked-for minimum, or the larger noise level of the two runs."""
+        return change_floor(self.asked_min_effect, self.noise)
 
     def slowdowns_above(self, percent: float) -> list[ComparisonRow]:
         return [row for row in self.rows if row.verdict == SLOWER and row.change_percent > percent]
@@ -100,9 +104,14 @@ def compare_runs(a: Run, b: Run, min_effect: float = MIN_EFFECT) -> Comparison:
     )
     confidence = 1 - (1 - FAMILY_CONFIDENCE) / max(testable, 1)
     noise = (noise_level(a), noise_level(b))
-    floor = max([min_effect, *[level for level in noise if level is not None]])
+    floor = change_floor(min_effect, noise)
     rows = [_judge(key, cases_a.get(key), cases_b.get(key), floor, confidence) for key in keys]
-    return Comparison(a, b, rows, environment_differences(a, b), floor, confidence, noise, min_effect)
+    return Comparison(a, b, rows, environment_differences(a, b), min_effect, confidence, noise)
+
+
+def change_floor(min_effect: float, noise: tuple[float | None, float | None]) -> float:
+    """The smallest change called one: `min_effect`, or the runs' noise level when that is larger."""
+    return max([min_effect, *[level for level in noise if level is not None]])
 
 
 def noise_level(run: Run) -> float | None:
