@@ -67,11 +67,19 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return base / "a", base / "b"
 
 
-def _slowed_copy(source: Path, target: Path, factor: float, torch_version: str | None = None) -> Path:
+def _slowed_copy(
+    source: Path, target: Path, factor: float, torch_version: str | None = None, quiet: bool = False
+) -> Path:
+    """A copy of a real run, its times multiplied by `factor`. `quiet`: each case's samples are first
+    replaced by its first one, spread by at most 2%, so that the floor alone decides the verdicts."""
     data = json.loads((source / RESULTS_FILE).read_text())
     for case in data["cases"]:
-        for record in case["passes"]:
-            record["samples_s"] = [x * factor for x in record["samples_s"]]
+        base = case["passes"][0]["samples_s"][0]
+        for p, record in enumerate(case["passes"]):
+            samples = record["samples_s"]
+            if quiet:
+                samples = [base * (1 + 0.01 * ((p + i) % 3)) for i in range(len(samples))]
+            record["samples_s"] = [x * factor for x in samples]
     if torch_version:
         data["env"]["torch"]["version"] = torch_version
     target.mkdir()
@@ -105,20 +113,6 @@ def test_same_code_twice_shows_no_significant_change(two_runs: tuple[Path, Path]
         assert row.detectable is not None and row.detectable >= 1 + comparison.min_effect
 
 
-def _quiet_copy(source: Path, target: Path, factor: float = 1.0) -> Path:
-    """A copy of a real run whose samples spread by at most 2%, so the floor alone decides the verdicts."""
-    data = json.loads((source / RESULTS_FILE).read_text())
-    for case in data["cases"]:
-        base = case["passes"][0]["samples_s"][0]
-        for p, record in enumerate(case["passes"]):
-            record["samples_s"] = [
-                base * factor * (1 + 0.01 * ((p + i) % 3)) for i in range(len(record["samples_s"]))
-            ]
-    target.mkdir()
-    (target / RESULTS_FILE).write_text(json.dumps(data))
-    return target
-
-
 def test_min_effect_sets_the_floor(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
     """A 1.3x slowdown of quiet cases is called at the default 5% floor and at 20%, not at 40% or 50%.
 
@@ -126,8 +120,8 @@ def test_min_effect_sets_the_floor(two_runs: tuple[Path, Path], tmp_path: Path) 
     (CI once measured an interval of 0.99-1.70 at 1.3x), and then this test would check the noise,
     not the floor.
     """
-    quiet = _quiet_copy(two_runs[0], tmp_path / "quiet")
-    slowed = _quiet_copy(two_runs[0], tmp_path / "slowed", factor=1.3)
+    quiet = _slowed_copy(two_runs[0], tmp_path / "quiet", factor=1.0, quiet=True)
+    slowed = _slowed_copy(two_runs[0], tmp_path / "slowed", factor=1.3, quiet=True)
     at_default = run_cli("compare", str(quiet), str(slowed))
     assert at_default.returncode == 0 and "4 slower, 0 faster" in at_default.stdout, at_default.output
     assert "5% (--min-effect)" in at_default.stdout
