@@ -385,10 +385,11 @@ def targets(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def lint(session: nox.Session) -> None:
-    """Check style and types: ruff (lint and format) and mypy, against the shared CPU environment's torch."""
-    install_once(session, ["ruff>=0.5", "mypy>=1.10", "types-tabulate", "types-psutil"])
+    """Check style, layers and types: ruff (lint, format), import-linter and mypy (against the CPU torch)."""
+    install_once(session, ["ruff>=0.5", "mypy>=1.10", "import-linter>=2.1", "types-tabulate", "types-psutil"])
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")  # the layers contract in pyproject.toml: each folder imports only from below
     # torch ships its own types; without it mypy would see every torch name as Any and check nothing
     # against it (and flag the ignores that torch's types need as unused)
     torch_env = torch_environment(session, "cpu")

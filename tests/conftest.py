@@ -20,11 +20,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import env as envmod
-from bench.data import write_synthetic
-from bench.sweep_pytest import MachineInfo
+from bench.core.keys import CaseKey
+from bench.core.plan import Options
+from bench.core.results import CaseResult, DatasetInfo, Run
+from bench.engine.pytest_driver import MachineInfo
+from bench.env import collect as envmod
+from bench.measure.data import write_synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+# the runs committed under results/ (each made by the harness): the fast lane reads these
+REFERENCE_RUNS = sorted(path.parent for path in RESULTS.glob("**/results.json"))
 SMALL_REAL_DIR = ROOT / "tests" / "data" / "fashion-mnist-1k"
 SMALL_TRAIN, SMALL_TEST = 1000, 300
 NO_CUDA_REASON = "no CUDA device visible on this machine"
@@ -45,7 +51,7 @@ def compile_runs_here(test: str) -> bool:
     """Whether torch.compile can run on this CPU (it needs a C++ compiler). Where it cannot, a compile test
     checks instead that the mode says so, which the harness shows as a `skipped` cell, and the session
     ends with a line naming those tests: never a silent skip."""
-    from bench import modes
+    from bench.measure import modes
 
     reason = modes.unsupported("compile", "cpu")
     if reason is None:
@@ -63,6 +69,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             "to run them",
             yellow=True,
         )
+
+
+# fixtures that run the harness end to end: a test that needs one is `slow` (`-m "not slow"` skips it)
+MEASURED_RUN_FIXTURES = {"small_run", "two_runs", "two_process_run", "gpu_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MEASURED_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -141,3 +157,26 @@ def small_run(tmp_path_factory: pytest.TempPathFactory, small_real_dir: Path) ->
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def make_run(*cases: CaseResult, synthetic: bool = False, **fields: object) -> Run:
+    """A run holding `cases` (records made by hand for a unit test), with minimal facts."""
+    name = "synthetic" if synthetic else "fashion-mnist"
+    dataset = DatasetInfo(name, name, "here", {}, 1000, 300, synthetic)
+    devices = tuple(dict.fromkeys(case.key.device for case in cases)) or ("cpu",)
+    options = Options(devices=devices, batch_sizes=(1,), workloads=("forward",))
+    return Run("test", "now", {}, dataset, options, cases=list(cases), planned_cases=len(cases), **fields)  # type: ignore[arg-type]
+
+
+def by_key(run: Run) -> dict[CaseKey, CaseResult]:
+    """A run's cases by their keys."""
+    return {case.key: case for case in run.cases}
+
+
+def reference_copy(tmp_path: Path, name: str = "2026-11-29-vm-reference") -> Path:
+    """A copy of a committed run, safe to render into."""
+    import shutil
+
+    target = tmp_path / name.replace("/", "-")
+    shutil.copytree(RESULTS / name, target)
+    return target

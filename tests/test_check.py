@@ -9,26 +9,19 @@ from typing import Any
 import pytest
 import torch
 
-from bench.check import (
-    FAIL,
-    INFO,
-    PASS,
-    WARN,
-    CheckLine,
-    CheckReport,
-    _cuda_lines,
-    _driver_build_lines,
-    _flavour_lines,
-    run_check,
-)
-from bench.env import collect_nvml
-from bench.report import check_table
+from bench.core.results import CheckLine
+from bench.env.check import FAIL, INFO, PASS, WARN, CheckReport, _flavour_lines, run_check
+from bench.env.check_cuda import _driver_build_lines, cuda_lines
+from bench.env.nvml import collect_nvml
+from bench.measure.probes import PROBES
+from bench.render.check import check_table
 from tests.conftest import requires_no_cuda, run_cli, shadow_package
 from tests.fake_nvml import NVML_ERROR_GPU_IS_LOST, NVML_ERROR_NO_PERMISSION, FakeGpu, FakeNvml, shadow_body
 
 
+@pytest.mark.slow
 def test_check_passes_here_and_runs_real_computations() -> None:
-    report = run_check()
+    report = run_check(PROBES)
     verdicts = {line.name: line for line in report.lines}
     assert report.passed, check_table(report)
     for name in ("torch", "torchvision", "matmul cpu", "autograd cpu", "torchvision ops cpu"):
@@ -38,6 +31,7 @@ def test_check_passes_here_and_runs_real_computations() -> None:
         assert verdicts[f"matmul cuda:{index}"].verdict == PASS
 
 
+@pytest.mark.slow
 def test_check_cli_table_and_json() -> None:
     table = run_cli("check")
     assert table.returncode == 0, table.output
@@ -51,6 +45,7 @@ def test_check_cli_table_and_json() -> None:
     assert data["env"]["torch"]["version"] == torch.__version__
 
 
+@pytest.mark.slow
 @requires_no_cuda
 def test_require_cuda_fails_without_a_gpu_and_says_why() -> None:
     result = run_cli("check", "--require", "cuda")
@@ -63,11 +58,12 @@ def test_require_cuda_fails_without_a_gpu_and_says_why() -> None:
 
 @requires_no_cuda
 def test_missing_gpu_is_not_available_not_a_failure() -> None:
-    lines = {line.name: line for line in run_check().lines}
+    lines = {line.name: line for line in run_check(PROBES).lines}
     assert lines["cuda"].verdict == "SKIP" and lines["cuda"].detail.startswith("not available: ")
     assert lines["nvidia driver"].detail.startswith("not available: ")
 
 
+@pytest.mark.slow
 def test_mismatched_torchvision_fails_with_a_hint(tmp_path: Path) -> None:
     """A torchvision that dies on import the way a mismatched build does (the error seen on these machines)."""
     env = shadow_package(
@@ -82,6 +78,7 @@ def test_mismatched_torchvision_fails_with_a_hint(tmp_path: Path) -> None:
     assert "FAIL: " in result.stdout and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_torchvision_without_compiled_ops_fails_the_ops_check(tmp_path: Path) -> None:
     """torchvision imports, but its compiled nms is missing: the functional check catches it."""
     body = (
@@ -97,7 +94,7 @@ def test_torchvision_without_compiled_ops_fails_the_ops_check(tmp_path: Path) ->
 
 
 def test_cudnn_versions_of_both_numbering_schemes() -> None:
-    from bench.check import cudnn_version_text
+    from bench.env.check import cudnn_version_text
 
     assert cudnn_version_text(90100) == "9.1.0"
     assert cudnn_version_text(92400) == "9.24.0"
@@ -106,8 +103,8 @@ def test_cudnn_versions_of_both_numbering_schemes() -> None:
 
 def test_torchvision_built_for_another_cuda_is_a_warning() -> None:
     """Seen in the Docker build: torch 2.14.1+cu130 with torchvision 0.29.2+cu132."""
-    from bench import env as envmod
-    from bench.check import _torchvision_lines
+    from bench.env import collect as envmod
+    from bench.env.check import _torchvision_lines
 
     facts = {
         "torch": {"version": "2.14.1+cu130"},
@@ -121,7 +118,7 @@ def test_torchvision_built_for_another_cuda_is_a_warning() -> None:
 
 
 def test_a_torchvision_of_the_right_release_but_another_build_is_named_as_such() -> None:
-    from bench.check import build_mismatch_hint
+    from bench.env.check import build_mismatch_hint
 
     hint = build_mismatch_hint("2.13.0+cpu", "0.28.0")
     assert "right release but another build" in hint and "whl/cpu" in hint
@@ -169,14 +166,14 @@ DRIVER_570 = {
 NO_USABLE_GPU = {"built_with": "13.0", "available": False, "device_count": 0, "reason": "no usable GPU"}
 
 
-def cuda_lines(cuda: dict[str, Any], fake: FakeNvml, require_cuda: bool = True) -> dict[str, CheckLine]:
-    lines, _devices = _cuda_lines({"cuda": cuda, "nvml": collect_nvml(fake)}, require_cuda=require_cuda)
+def lines_by_name(cuda: dict[str, Any], fake: FakeNvml, require_cuda: bool = True) -> dict[str, CheckLine]:
+    lines, _devices = cuda_lines({"cuda": cuda, "nvml": collect_nvml(fake)}, require_cuda=require_cuda)
     return {line.name: line for line in lines}
 
 
 def test_mig_one_instance_of_seven_matched_by_uuid_passes() -> None:
     """CUDA gives a process one MIG instance: 1 torch device against NVML's 7 is right, not a fault."""
-    lines = cuda_lines(torch_cuda(MIGS[2]), FakeNvml([FakeGpu(PARENT, mig=MIGS)]))
+    lines = lines_by_name(torch_cuda(MIGS[2]), FakeNvml([FakeGpu(PARENT, mig=MIGS)]))
     count = lines["device count"]
     assert count.verdict == PASS, count
     assert "1 of 7 MIG instances, matched by UUID" in count.detail
@@ -184,7 +181,7 @@ def test_mig_one_instance_of_seven_matched_by_uuid_passes() -> None:
 
 
 def test_mig_a_torch_device_nvml_does_not_list_fails() -> None:
-    lines = cuda_lines(
+    lines = lines_by_name(
         torch_cuda("MIG-deadbeef-0000-0000-0000-000000000000"), FakeNvml([FakeGpu(PARENT, mig=MIGS)])
     )
     assert lines["device count"].verdict == FAIL
@@ -208,7 +205,7 @@ def test_mig_beside_a_whole_gpu_follows_cuda_visible_devices(
     seen: tuple[str, ...], visible: str | None, verdict: str
 ) -> None:
     fake = FakeNvml([FakeGpu(PARENT, mig=MIGS), FakeGpu(WHOLE, name="NVIDIA L40S")])
-    line = cuda_lines(torch_cuda(*seen, visible=visible), fake)["device count"]
+    line = lines_by_name(torch_cuda(*seen, visible=visible), fake)["device count"]
     assert line.verdict == verdict, line
     if verdict == FAIL:
         assert "should be visible" in line.detail and "nvidia-smi" in line.hint
@@ -218,9 +215,9 @@ def test_mig_beside_a_whole_gpu_follows_cuda_visible_devices(
 
 def test_without_mig_the_counts_still_decide() -> None:
     fake = FakeNvml([FakeGpu(PARENT), FakeGpu(WHOLE)])
-    assert cuda_lines(torch_cuda(PARENT, WHOLE), fake)["device count"].verdict == PASS
-    assert cuda_lines(torch_cuda(PARENT), fake)["device count"].verdict == FAIL
-    assert cuda_lines(torch_cuda(PARENT, visible="0"), fake)["device count"].verdict == PASS
+    assert lines_by_name(torch_cuda(PARENT, WHOLE), fake)["device count"].verdict == PASS
+    assert lines_by_name(torch_cuda(PARENT), fake)["device count"].verdict == FAIL
+    assert lines_by_name(torch_cuda(PARENT, visible="0"), fake)["device count"].verdict == PASS
 
 
 LOST = [
@@ -232,7 +229,7 @@ LOST = [
 
 def test_a_lost_gpu_is_a_failure_with_a_hint() -> None:
     """One GPU NVML cannot read fails the check; it used to make NVML 'unavailable' and the count line SKIP."""
-    lines = cuda_lines(torch_cuda(PARENT), FakeNvml(LOST), require_cuda=False)
+    lines = lines_by_name(torch_cuda(PARENT), FakeNvml(LOST), require_cuda=False)
     lost, denied = lines["nvml gpu 1"], lines["nvml gpu 2"]
     assert lost.verdict == FAIL and "GPU is lost" in lost.detail
     assert all(word in lost.hint for word in ("nvidia-smi", "dmesg", "nvidia-smi -r -i 1", "reboot"))
@@ -245,23 +242,24 @@ def test_a_lost_gpu_is_a_failure_with_a_hint() -> None:
 
 
 def test_a_lost_gpu_fails_even_where_torch_found_no_gpu() -> None:
-    lines = cuda_lines(NO_USABLE_GPU, FakeNvml(LOST), require_cuda=False)
+    lines = lines_by_name(NO_USABLE_GPU, FakeNvml(LOST), require_cuda=False)
     assert lines["cuda"].verdict == "SKIP" and lines["nvml gpu 1"].verdict == FAIL
     cpu_only = {**NO_USABLE_GPU, "built_with": None}
-    lines = cuda_lines(cpu_only, FakeNvml(LOST), require_cuda=False)
+    lines = lines_by_name(cpu_only, FakeNvml(LOST), require_cuda=False)
     assert (
         lines["nvml gpu 1"].verdict == WARN and lines["nvml gpu 1"].hint
     )  # a CPU-only torch does not use it
-    assert cuda_lines(cpu_only, FakeNvml(LOST), require_cuda=True)["nvml gpu 1"].verdict == FAIL
+    assert lines_by_name(cpu_only, FakeNvml(LOST), require_cuda=True)["nvml gpu 1"].verdict == FAIL
 
 
 def test_a_mig_instance_nvml_cannot_open_fails() -> None:
     gpu = FakeGpu(PARENT, mig=MIGS[:2], mig_slot_errors={1: NVML_ERROR_GPU_IS_LOST})
-    lines = cuda_lines(torch_cuda(MIGS[0]), FakeNvml([gpu]), require_cuda=False)
+    lines = lines_by_name(torch_cuda(MIGS[0]), FakeNvml([gpu]), require_cuda=False)
     assert lines["nvml gpu 0"].verdict == FAIL and "GPU 0 MIG slot 1" in lines["nvml gpu 0"].detail
     assert lines["device count"].verdict == PASS and "1 of 1 MIG instances" in lines["device count"].detail
 
 
+@pytest.mark.slow
 def test_check_cli_fails_on_a_lost_gpu(tmp_path: Path) -> None:
     """`bench check` with NVML answering from a fake machine whose second GPU is lost."""
     machine = f"FakeNvml([FakeGpu({PARENT!r}), FakeGpu({WHOLE!r}, handle_error=NVML_ERROR_GPU_IS_LOST)])"
@@ -306,6 +304,7 @@ def test_the_flavour_asked_for_passes_and_nothing_asked_is_silent() -> None:
     assert _flavour_lines(flavour_facts("banana", "13.0"))[0].verdict == INFO
 
 
+@pytest.mark.slow
 def test_check_cli_warns_about_another_flavour() -> None:
     asked = "cpu" if torch.version.cuda else "cu128"
     result = run_cli("check", "--json", env={"BENCH_REQUESTED_TORCH_FLAVOUR": asked})
@@ -343,4 +342,4 @@ def test_a_driver_older_than_the_build(
 
 def test_a_driver_older_than_the_build_through_nvml() -> None:
     fake = FakeNvml([FakeGpu(PARENT)], driver="570.133.20", cuda_version=12080)
-    assert cuda_lines(NO_USABLE_GPU, fake, require_cuda=False)["driver vs build"].verdict == FAIL
+    assert lines_by_name(NO_USABLE_GPU, fake, require_cuda=False)["driver vs build"].verdict == FAIL

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main, parse_batch_sizes
-from bench.errors import UsageError
-from bench.schema import load_run
-from bench.stats import summarize
+from bench.cli import main
+from bench.cli.args import parse_batch_sizes
+from bench.core.errors import UsageError
+from bench.core.schema import load_run
+from bench.core.stats import summarize
 from tests.conftest import ROOT, SMALL_RUN_ARGS, load_json, requires_no_cuda, run_cli
 
 
@@ -25,6 +26,7 @@ def test_small_run_writes_every_file(small_run: Path) -> None:
     assert data["state"] == "complete" and data["planned_cases"] == len(data["cases"]) == 2 * (3 + 2 + 1)
 
 
+@pytest.mark.slow
 def test_the_results_line_lists_every_file_written(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_cli(
@@ -42,7 +44,9 @@ def test_pytest_benchmark_json_is_the_engines_own(small_run: Path) -> None:
     assert "machine_info" in raw and raw["machine_info"]["torch_bench"]["torch"]
     names = {bench["name"] for bench in raw["benchmarks"]}
     assert any("train_step-step-cpu-32" in name for name in names)
-    step = next(c for c in load_run(small_run).cases if c.workload == "train_step" and c.batch_size == 32)
+    step = next(
+        c for c in load_run(small_run).cases if c.key.workload == "train_step" and c.key.batch_size == 32
+    )
     for record in step.passes:  # each pass is the engine's own record of that pass, quartiles included
         engine = next(
             b
@@ -139,6 +143,7 @@ def test_corrupt_dataset_names_the_file(
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 @requires_no_cuda
 def test_check_runs_before_anything_else(tmp_path: Path) -> None:
     """`run --check`: the install check comes first, so a CUDA-less machine stops there (exit 1),
@@ -206,7 +211,7 @@ def test_help_states_every_default() -> None:
         start = text.index(f" {option} ")
         assert "default" in text[start : start + 400], option
     # the profiles' values, written from their one definition
-    from bench.plan import FULL, QUICK
+    from bench.core.plan import FULL, QUICK
 
     assert f"default: {FULL.passes}; with --quick: {QUICK.passes}" in text
     assert (
@@ -215,6 +220,7 @@ def test_help_states_every_default() -> None:
     )
 
 
+@pytest.mark.slow
 def test_synthetic_run_is_labelled_everywhere(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_cli(

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import FASTER, SAME, SLOWER, beyond_floor, compare_runs, comparison_markdown
-from bench.results import RESULTS_FILE, PassRecord
-from bench.schema import load_run
+from bench.analysis.compare import FASTER, SAME, SLOWER, beyond_floor, compare_runs
+from bench.core.records import PassRecord
+from bench.core.schema import load_run
+from bench.core.store import RESULTS_FILE
+from bench.render.comparison import comparison_markdown
 from tests.conftest import ROOT, run_cli
 
 V1_FILE = ROOT / "tests" / "data" / "results-v1.json"
@@ -205,7 +207,7 @@ def test_a_case_that_cannot_see_a_doubling_says_how_many_passes_would() -> None:
     for run, seconds in ((a, (1e-3, 3e-3)), (b, (2e-3, 1.2e-3))):
         run.cases = [
             replace(case, passes=[PassRecord(i, [s]) for i, s in enumerate(seconds)])
-            if case.workload == "train_step"
+            if case.key.workload == "train_step"
             else case
             for case in run.cases
         ]

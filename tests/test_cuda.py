@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.devices import SYNC_SHARE_BOUND
-from bench.report import fact_number
-from bench.schema import load_run
+from bench.core.facts import fact_number
+from bench.core.schema import load_run
+from bench.measure.devices import SYNC_SHARE_BOUND
 from tests.conftest import SMALL_REAL_DIR, cuda_test, run_cli
 
 pytestmark = pytest.mark.cuda
@@ -49,18 +49,24 @@ def test_the_check_passes_with_cuda_required() -> None:
 @cuda_test
 def test_every_workload_measures_on_the_gpu_with_its_memory(gpu_run: Path) -> None:
     run = load_run(gpu_run)
-    gpu = [case for case in run.cases if case.device == "cuda:0"]
-    assert {case.workload for case in gpu} == {"forward", "forward_backward", "train_step", "epoch", "train"}
-    assert {case.batch_size for case in gpu} == {64, 4096}
+    gpu = [case for case in run.cases if case.key.device == "cuda:0"]
+    assert {case.key.workload for case in gpu} == {
+        "forward",
+        "forward_backward",
+        "train_step",
+        "epoch",
+        "train",
+    }
+    assert {case.key.batch_size for case in gpu} == {64, 4096}
     for case in gpu:
         assert case.ok, f"{case.key.label()}: {case.error}"
         assert case.own_device_peak_bytes is not None and case.own_device_peak_bytes > 0, case.key.label()
         assert case.peak("device_peak_reserved_bytes") >= case.peak("device_peak_allocated_bytes")
         assert case.peak("nvml_used_bytes") is not None, f"{case.key.label()}: no NVML reading"
     # the case's own peak is its model and batch, not the cuBLAS workspace (tens of MiB) it started with
-    small = next(c for c in gpu if c.workload == "train_step" and c.batch_size == 64)
+    small = next(c for c in gpu if c.key.workload == "train_step" and c.key.batch_size == 64)
     assert small.own_device_peak_bytes < 16 * 2**20, "a 200 KB model at batch 64 cannot own 16 MiB"
-    resident = next(c for c in gpu if c.workload == "epoch" and c.loader == "resident")
+    resident = next(c for c in gpu if c.key.workload == "epoch" and c.key.loader == "resident")
     assert {r.data_timer for r in resident.passes} == {"cuda events"}
 
 
@@ -71,7 +77,11 @@ def test_rounds_keep_the_clock_under_one_percent(gpu_run: Path) -> None:
     assert overhead is not None and overhead > 0
     checked = 0
     for case in run.cases:
-        if case.device != "cuda:0" or case.workload not in ("forward", "forward_backward", "train_step"):
+        if case.key.device != "cuda:0" or case.key.workload not in (
+            "forward",
+            "forward_backward",
+            "train_step",
+        ):
             continue
         for record in case.passes:
             assert record.min_round_s is not None and overhead / record.min_round_s <= SYNC_SHARE_BOUND
@@ -91,7 +101,7 @@ def test_a_batch_too_large_for_the_gpu_is_an_oom_cell_and_the_sweep_goes_on(tmp_
         "--passes", "1", "--max-time", "0.1", *DATA, "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.output
-    statuses = {case.batch_size: case.status for case in load_run(out).cases}
+    statuses = {case.key.batch_size: case.status for case in load_run(out).cases}
     assert statuses == {64: "ok", huge: "oom", 128: "ok"}
 
 
@@ -111,7 +121,7 @@ def test_training_on_the_gpu_reaches_the_cpus_accuracy(tmp_path: Path) -> None:
         "--train-runs", "1", "--passes", "1", *DATA, "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.output
-    finals = {case.device: case.final_accuracy for case in load_run(out).cases}
+    finals = {case.key.device: case.final_accuracy for case in load_run(out).cases}
     assert finals["cpu"] is not None and finals["cuda:0"] is not None
     assert finals["cpu"] > 0.6, "the slice is learnable: 10 classes, chance is 10%"
     assert abs(finals["cuda:0"] - finals["cpu"]) <= 0.01, finals

@@ -8,21 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.data import (
-    FILE_STEMS,
+from bench.core.errors import DatasetError, UsageError
+from bench.measure.data import FILE_STEMS, find_files, identify, load_dataset, write_synthetic
+from bench.measure.idx import read_idx, write_idx
+from bench.measure.loaders import (
     ResidentBatches,
     chapter_dataset,
     chapter_loader,
-    find_files,
     fixed_batch,
-    identify,
-    load_dataset,
     normalize,
     torchvision_layout,
-    write_synthetic,
 )
-from bench.errors import DatasetError, UsageError
-from bench.idx import read_idx, write_idx
 from tests.conftest import SMALL_TEST, SMALL_TRAIN
 
 
@@ -136,7 +132,7 @@ def test_empty_files_are_rejected_before_measuring(tmp_path: Path, small_real_di
 
 
 def test_the_chapters_loader_reshuffles_every_epoch(small_real_dir: Path) -> None:
-    from bench.workloads import make_epochs
+    from bench.measure.workloads import make_epochs
 
     dataset = load_dataset("fashion-mnist", small_real_dir)
     for loader in ("torchvision", "resident"):

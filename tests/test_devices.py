@@ -7,7 +7,8 @@ import time
 import pytest
 import torch
 
-from bench.devices import (
+from bench.core.errors import UsageError
+from bench.measure.devices import (
     MIN_ROUND_S,
     SYNC_SHARE_BOUND,
     clock_overhead,
@@ -17,7 +18,6 @@ from bench.devices import (
     parse_devices,
     synchronize,
 )
-from bench.errors import UsageError
 from tests.conftest import cuda_test, requires_no_cuda
 
 

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.data import ResidentBatches, load_dataset
-from bench.launch import failure_cause, worker_args
-from bench.plan import CaseKey
-from bench.report import comm_share, index_cases, per_rank_rates, scaling_efficiency
-from bench.schema import load_run
-from tests.conftest import ROOT, SMALL_REAL_DIR, cuda_test, run_cli
+from bench.analysis.metrics import comm_share, per_rank_rates, scaling_efficiency
+from bench.core.keys import CaseKey
+from bench.core.results import ProcessFacts
+from bench.core.schema import load_run
+from bench.engine.launch import failure_cause, worker_args
+from bench.measure.data import load_dataset
+from bench.measure.loaders import ResidentBatches
+from tests.conftest import ROOT, SMALL_REAL_DIR, by_key, cuda_test, run_cli
 
 DATA = ("--dataset", "fashion-mnist", "--data-dir", str(SMALL_REAL_DIR))
 
@@ -37,7 +39,7 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_data_parallel_cases_carry_every_rank_and_the_totals(two_process_run: Path) -> None:
     run = load_run(two_process_run)
-    cases = index_cases(run)
+    cases = by_key(run)
     step = cases[CaseKey("train_step", "cpu", 64, threads=1, world_size=2)]
     assert step.ok and step.backend == "gloo" and step.nnodes == 1
     assert step.samples_per_unit == 2 * 64  # the global batch: every rank's samples
@@ -49,15 +51,15 @@ def test_data_parallel_cases_carry_every_rank_and_the_totals(two_process_run: Pa
         assert record.comm_s is not None and record.comm_s > 0
     assert len(per_rank_rates(step)) == 2
     solo = cases[CaseKey("train_step", "cpu", 64, threads=1)]
-    efficiency = scaling_efficiency(step, cases)
+    efficiency = scaling_efficiency(run, step)
     assert efficiency == pytest.approx(step.samples_per_s / (2 * solo.samples_per_s))
     share = comm_share(step)
     assert share is not None and 0 < share < 5
-    assert run.env["processes"] == {"world_size": 2, "nnodes": 1, "backend": "gloo", "threads_per_process": 1}
+    assert run.processes == ProcessFacts(world_size=2, nnodes=1, backend="gloo", threads_per_process=1)
 
 
 def test_a_data_parallel_epoch_sees_each_sample_once_across_the_ranks(two_process_run: Path) -> None:
-    cases = index_cases(load_run(two_process_run))
+    cases = by_key(load_run(two_process_run))
     epoch = cases[CaseKey("epoch", "cpu", 64, "resident", threads=1, world_size=2)]
     assert epoch.ok and epoch.samples_per_unit == 1000  # 500 a rank
     assert all(len(r.per_rank_s or []) == 2 and len(r.samples_s) == 1 for r in epoch.passes)
@@ -66,7 +68,7 @@ def test_a_data_parallel_epoch_sees_each_sample_once_across_the_ranks(two_proces
 def test_data_parallel_training_ends_where_one_process_at_the_global_batch_ends(
     two_process_run: Path,
 ) -> None:
-    cases = index_cases(load_run(two_process_run))
+    cases = by_key(load_run(two_process_run))
     ddp = cases[CaseKey("train", "cpu", 64, "resident", threads=1, world_size=2)]
     reference = cases[CaseKey("train", "cpu", 128, "resident", threads=1)]
     assert ddp.ok and reference.ok
@@ -81,9 +83,9 @@ def test_data_parallel_training_ends_where_one_process_at_the_global_batch_ends(
 
 def test_side_by_side_copies_each_train_their_own(two_process_run: Path) -> None:
     run = load_run(two_process_run)
-    cases = index_cases(run)
+    cases = by_key(run)
     copies = cases[CaseKey("train_step", "cpu", 64, threads=1, side_by_side=2)]
-    assert copies.ok and copies.world_size == 1 and copies.samples_per_unit == 128
+    assert copies.ok and copies.key.world_size == 1 and copies.samples_per_unit == 128
     assert all(r.comm_s is None for r in copies.passes)  # no all-reduce: independent models
     summary = (two_process_run / "summary.md").read_text()
     assert "## Across processes" in summary and "side by side" in summary and "data-parallel" in summary
@@ -153,6 +155,7 @@ def test_options_that_cannot_run_across_processes_are_refused(
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_rank_killed_mid_case_is_an_error_cell_and_the_run_goes_on(tmp_path: Path) -> None:
     """SIGKILL to rank 1 during a data-parallel case: within 60 s that case is an error naming the rank,
     and the cases after it are measured."""
@@ -195,7 +198,7 @@ def test_a_rank_killed_mid_case_is_an_error_cell_and_the_run_goes_on(tmp_path: P
     assert recovered <= 60, output
     assert process.returncode == 1, output  # a case errored: the run says so in its status
     run = load_run(out)
-    cases = index_cases(run)
+    cases = by_key(run)
     failed = cases[CaseKey("train_step", "cpu", 64, threads=1, world_size=2)]
     assert failed.status == "error" and "rank 1 killed by SIGKILL" in (failed.error or "")
     later = cases[CaseKey("train_step", "cpu", 32, threads=1, world_size=2)]
@@ -228,5 +231,5 @@ def test_nccl_data_parallel_with_one_gpu_per_process(tmp_path: Path) -> None:
         "--passes", "1", "--max-time", "0.5", "--epoch-repeats", "1", *DATA, "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.output
-    case = index_cases(load_run(out))[CaseKey("train_step", "cuda", 256, world_size=gpus)]
+    case = by_key(load_run(out))[CaseKey("train_step", "cuda", 256, world_size=gpus)]
     assert case.ok and case.backend == "nccl" and len(case.passes[0].per_rank_s or []) == gpus

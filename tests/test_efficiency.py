@@ -7,9 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.catalog import ENERGY_MIN_WINDOW_S
-from bench.efficiency import (
-    best_of,
+from bench.analysis.metrics import energy_figures, overhead_share, peak_fraction, verdict
+from bench.core.catalog import ENERGY_MIN_WINDOW_S
+from bench.core.keys import CaseKey
+from bench.core.records import EnergyRecord, PassRecord
+from bench.core.results import CaseResult, Peaks, Run
+from bench.core.schema import load_run
+from bench.measure.efficiency import (
     count_ops,
     flops_per_sample,
     matmul_peak,
@@ -17,12 +21,8 @@ from bench.efficiency import (
     op_floor,
     precisions_for,
 )
-from bench.energy import EnergyMeter, cpu_meter, meter_for, rapl_domains
-from bench.model import build_training
-from bench.plan import CaseKey
-from bench.report import energy_figures, overhead_share, peak_fraction, verdict
-from bench.results import CaseResult, EnergyRecord, PassRecord, Run
-from bench.schema import load_run
+from bench.measure.energy import EnergyMeter, cpu_meter, meter_for, rapl_domains
+from bench.measure.model import build_training
 from tests.conftest import cuda_test
 
 
@@ -62,20 +62,23 @@ def test_the_peak_is_a_real_measurement_that_grows_with_precision_asked() -> Non
     assert 1e8 < flops < 1e14 and side >= 512
     assert 0 < op_floor("cpu") < 1e-3
     peaks = measure_peaks("cpu", ("float32",))
-    assert set(peaks) == {"float32", "float32_matmul_side", "op_floor_s"}
+    assert (
+        peaks.float32 is not None and peaks.float32_matmul_side is not None and peaks.op_floor_s is not None
+    )
+    assert peaks.bfloat16 is None and peaks.tfloat32 is None  # only the precisions asked for
     assert precisions_for("cpu", ("eager", "bf16", "tf32")) == ("float32", "bfloat16")  # no TF32 on a CPU
     assert precisions_for("cuda:0", ("eager", "tf32")) == ("float32", "tfloat32")
 
 
 def test_a_runs_limits_are_its_best_of_start_and_end() -> None:
-    start = {"float32": 1.2e11, "float32_matmul_side": 1024, "op_floor_s": 2e-6}
-    end = {"float32": 1.5e11, "float32_matmul_side": 2048, "op_floor_s": 3e-6}
-    assert best_of(start, end) == {"float32": 1.5e11, "float32_matmul_side": 2048, "op_floor_s": 2e-6}
-    assert best_of(end, start) == {"float32": 1.5e11, "float32_matmul_side": 2048, "op_floor_s": 2e-6}
+    start = Peaks(float32=1.2e11, float32_matmul_side=1024, op_floor_s=2e-6)
+    end = Peaks(float32=1.5e11, float32_matmul_side=2048, op_floor_s=3e-6)
+    best = Peaks(float32=1.5e11, float32_matmul_side=2048, op_floor_s=2e-6)
+    assert start.best_of(end) == best and end.best_of(start) == best
 
 
 def _case(mode: str, seconds: float, ops: int, batch: int = 64) -> CaseResult:
-    return CaseResult.for_key(
+    return CaseResult(
         CaseKey("train_step", "cpu", batch, mode=mode),
         samples_per_unit=batch,
         passes=[PassRecord(0, [seconds])],
@@ -86,7 +89,7 @@ def _case(mode: str, seconds: float, ops: int, batch: int = 64) -> CaseResult:
 
 def test_peak_fraction_and_verdict_come_from_the_runs_own_measurements(small_run: Path) -> None:
     run: Run = load_run(small_run)
-    run.env["peaks"] = {"cpu": {"float32": 100e9, "bfloat16": 400e9, "op_floor_s": 2e-6}}
+    run.peaks = {"cpu": Peaks(float32=100e9, bfloat16=400e9, op_floor_s=2e-6)}
     fast = _case("eager", 64 * 204_544 / 50e9, ops=40)  # 50 GFLOP/s: half the float32 peak
     assert peak_fraction(run, fast) == pytest.approx(0.5)
     assert verdict(run, fast) == "compute-bound"  # 40 ops x 2 us = 80 us of a 390 us step
@@ -94,24 +97,25 @@ def test_peak_fraction_and_verdict_come_from_the_runs_own_measurements(small_run
     assert overhead_share(run, tiny) == pytest.approx(0.8) and verdict(run, tiny) == "overhead-bound"
     bf16 = _case("bf16", 64 * 204_544 / 50e9, ops=40)
     assert peak_fraction(run, bf16) == pytest.approx(50 / 400)  # set against the bfloat16 peak
-    loader_bound = CaseResult.for_key(
+    loader_bound = CaseResult(
         CaseKey("epoch", "cpu", 64, "torchvision"), samples_per_unit=6400,
         passes=[PassRecord(0, [1.0], data_seconds=[0.8], batches=100)], flops_per_sample=204_544, ops_per_step=40,
     )  # fmt: skip
     assert verdict(run, loader_bound) == "data-bound"  # 80% of the epoch waiting for the loader
-    del run.env["peaks"]
-    assert peak_fraction(run, fast) is None and verdict(run, fast) == "–"
+    run.peaks = {}
+    assert peak_fraction(run, fast) is None and verdict(run, fast) is None
 
 
 def test_small_run_records_flops_ops_and_peaks(small_run: Path) -> None:
     run = load_run(small_run)
-    peaks = run.env["peaks"]["cpu"]
-    assert peaks["float32"] > 1e8 and peaks["op_floor_s"] > 0
+    peaks = run.peaks["cpu"]
+    assert peaks.float32 is not None and peaks.float32 > 1e8
+    assert peaks.op_floor_s is not None and peaks.op_floor_s > 0
     for case in run.cases:
-        assert case.flops_per_sample == (101_632 if case.workload == "forward" else 204_544)
+        assert case.flops_per_sample == (101_632 if case.key.workload == "forward" else 204_544)
         assert case.ops_per_step is not None and case.ops_per_step > 0
         assert peak_fraction(run, case) is not None
-    assert run.env["energy"]["cpu"]["available"] in (True, False)
+    assert run.meters["cpu"].available in (True, False)
 
 
 def _rapl(root: Path, packages: dict[int, int], wrap: int = 2**32) -> None:
@@ -139,7 +143,7 @@ def test_no_rapl_is_a_reason_not_an_estimate(tmp_path: Path) -> None:
     meter = cpu_meter(tmp_path)
     assert not meter.available and meter.read() is None
     assert "no RAPL package domain" in (meter.reason or "")
-    assert meter_for("cpu").facts()["available"] in (True, False)
+    assert meter_for("cpu").facts().available in (True, False)
 
 
 def test_energy_is_reported_only_for_timed_work_of_a_second_or_more() -> None:
@@ -147,9 +151,7 @@ def test_energy_is_reported_only_for_timed_work_of_a_second_or_more() -> None:
         record = PassRecord(
             0, [0.5], energy=EnergyRecord(joules=30.0 * seconds, seconds=seconds, source="RAPL")
         )
-        return CaseResult.for_key(
-            CaseKey("epoch", "cpu", 64, "resident"), samples_per_unit=1000, passes=[record]
-        )
+        return CaseResult(CaseKey("epoch", "cpu", 64, "resident"), samples_per_unit=1000, passes=[record])
 
     watts, per_thousand = energy_figures(case(ENERGY_MIN_WINDOW_S)) or (0, 0)
     assert watts == pytest.approx(30.0) and per_thousand == pytest.approx(

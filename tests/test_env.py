@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import env
+from bench.env import collect as env
+from bench.env import nvml as nvml_module
 from tests.fake_nvml import (
     NVML_ERROR_GPU_IS_LOST,
     NVML_ERROR_LIBRARY_NOT_FOUND,
@@ -57,7 +58,7 @@ def _nvml_library_loads() -> bool:
 
 def test_nvml_reports_driver_or_a_reason() -> None:
     """What NVML says agrees with this machine: no library is 'no NVIDIA driver', a usable GPU is a driver."""
-    nvml = env.collect_nvml()
+    nvml = nvml_module.collect_nvml()
     library = _nvml_library_loads()
     if not library:
         assert nvml["available"] is False, nvml
@@ -153,9 +154,9 @@ def test_expected_torchvision_pairs() -> None:
 
 
 def test_throttle_reasons_are_named() -> None:
-    assert env.decode_throttle_reasons(None) is None
-    assert env.decode_throttle_reasons(0) == []
-    assert env.decode_throttle_reasons(0x1 | 0x40) == ["gpu_idle", "hw_thermal_slowdown"]
+    assert nvml_module.decode_throttle_reasons(None) is None
+    assert nvml_module.decode_throttle_reasons(0) == []
+    assert nvml_module.decode_throttle_reasons(0x1 | 0x40) == ["gpu_idle", "hw_thermal_slowdown"]
 
 
 def test_load_probe_sees_a_busy_process() -> None:
@@ -181,7 +182,7 @@ def test_load_probe_sees_a_busy_process() -> None:
     ],
 )
 def test_torch_and_nvml_uuids_compare_equal(uuid: str | None, key: str) -> None:
-    assert env.uuid_key(uuid) == key
+    assert nvml_module.uuid_key(uuid) == key
 
 
 LOST_GPU = [
@@ -194,7 +195,7 @@ LOST_GPU = [
 
 def test_one_bad_gpu_is_recorded_and_the_others_kept() -> None:
     """A lost GPU and one this user may not read: NVML stays available, each failure is listed with its error."""
-    nvml = env.collect_nvml(FakeNvml(LOST_GPU))
+    nvml = nvml_module.collect_nvml(FakeNvml(LOST_GPU))
     assert nvml["available"] is True and nvml["device_count"] == 4
     assert [device["index"] for device in nvml["devices"]] == [0, 3]
     assert nvml["devices"][0]["name"] == "NVIDIA A100-SXM4-80GB"
@@ -212,9 +213,9 @@ def test_one_bad_gpu_is_recorded_and_the_others_kept() -> None:
 
 
 def test_nvml_handles_skip_a_gpu_nvml_cannot_open() -> None:
-    """bench.memory matches torch devices through these handles: a lost GPU must not hide the others."""
+    """bench.measure.memory matches torch devices through these handles: a lost GPU must not hide the others."""
     fake = FakeNvml([LOST_GPU[0], LOST_GPU[1], LOST_GPU[3]])
-    uuids = [fake.nvmlDeviceGetUUID(handle) for handle in env.nvml_handles(fake)]
+    uuids = [fake.nvmlDeviceGetUUID(handle) for handle in nvml_module.nvml_handles(fake)]
     assert uuids == [LOST_GPU[0].uuid, LOST_GPU[3].uuid]
 
 
@@ -229,19 +230,19 @@ def test_mig_instances_are_what_cuda_can_use() -> None:
         ),
         FakeGpu("GPU-bbbbbbbb-0000-0000-0000-000000000000"),
     ]
-    nvml = env.collect_nvml(FakeNvml(gpus))
+    nvml = nvml_module.collect_nvml(FakeNvml(gpus))
     assert nvml["devices"][0]["mig_enabled"] is True and nvml["devices"][1]["mig_enabled"] is False
     assert nvml["devices"][0]["mig_devices"] == MIG_UUIDS
-    assert nvml["mig_device_uuids"] == [env.uuid_key(uuid) for uuid in MIG_UUIDS]
+    assert nvml["mig_device_uuids"] == [nvml_module.uuid_key(uuid) for uuid in MIG_UUIDS]
     assert nvml["cuda_device_uuids"] == [*nvml["mig_device_uuids"], "bbbbbbbb-0000-0000-0000-000000000000"]
     assert nvml["failed_devices"] == []
-    assert len(env.nvml_handles(FakeNvml(gpus))) == 8
+    assert len(nvml_module.nvml_handles(FakeNvml(gpus))) == 8
 
 
 def test_a_mig_slot_that_fails_otherwise_than_empty_is_recorded() -> None:
     gpu = FakeGpu("GPU-aaaaaaaa-0000-0000-0000-000000000000", mig=MIG_UUIDS[:2])
     gpu.mig_slot_errors = {1: NVML_ERROR_GPU_IS_LOST}
-    nvml = env.collect_nvml(FakeNvml([gpu]))
+    nvml = nvml_module.collect_nvml(FakeNvml([gpu]))
     assert nvml["devices"][0]["mig_devices"] == MIG_UUIDS[:1]
     assert [(f["index"], f["mig_index"], f["code"]) for f in nvml["failed_devices"]] == [
         (0, 1, NVML_ERROR_GPU_IS_LOST)
@@ -249,9 +250,9 @@ def test_a_mig_slot_that_fails_otherwise_than_empty_is_recorded() -> None:
 
 
 def test_nvml_without_a_driver_is_a_reason() -> None:
-    nvml = env.collect_nvml(FakeNvml([], init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
+    nvml = nvml_module.collect_nvml(FakeNvml([], init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
     assert nvml["available"] is False and "no NVIDIA driver" in nvml["reason"]
-    driver = env.collect_nvml(FakeNvml([], driver="570.133.20", cuda_version=12080))
+    driver = nvml_module.collect_nvml(FakeNvml([], driver="570.133.20", cuda_version=12080))
     assert driver["driver_version"] == "570.133.20" and driver["driver_cuda_version"] == "12.8"
 
 

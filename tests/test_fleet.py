@@ -8,10 +8,10 @@ import json
 import shutil
 from pathlib import Path
 
-from bench.fleet import columns, differences
-from bench.report import rate_cell
-from bench.results import RESULTS_FILE
-from bench.schema import load_run
+from bench.core.schema import load_run
+from bench.core.store import RESULTS_FILE
+from bench.render.fleet import columns, differences
+from bench.render.tables import rate_cell
 from tests.conftest import ROOT, run_cli
 
 V1_FILE = ROOT / "tests" / "data" / "results-v1.json"
@@ -36,7 +36,7 @@ def test_two_machines_in_one_table_with_both_columns(small_run: Path, tmp_path: 
     header = next(line for line in table.splitlines() if line.startswith("| workload"))
     assert "alpha · Example CPU A · torch" in header and "beta · Example CPU B · torch" in header
     run = load_run(a)
-    step = next(c for c in run.cases if c.workload == "train_step" and c.batch_size == 32)
+    step = next(c for c in run.cases if c.key.workload == "train_step" and c.key.batch_size == 32)
     row = next(line for line in table.splitlines() if line.startswith("| train_step ") and "| 32 " in line)
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[4:] == [rate_cell(step), rate_cell(step)]  # each machine's column holds its own figure

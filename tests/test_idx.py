@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.errors import DatasetError
-from bench.idx import IMAGE_DIMS, LABEL_DIMS, read_idx, write_idx
+from bench.core.errors import DatasetError
+from bench.measure.idx import IMAGE_DIMS, LABEL_DIMS, read_idx, write_idx
 from tests.conftest import SMALL_REAL_DIR, SMALL_TRAIN
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.catalog import MIB
-from bench.memory import MemoryMonitor, kernel_peak_rss
+from bench.core.catalog import MIB
+from bench.measure.memory import MemoryMonitor, kernel_peak_rss
 from tests.conftest import ROOT, cuda_test
 
 
@@ -66,7 +66,7 @@ def test_the_pass_own_error_wins_over_a_failing_final_read() -> None:
 # memory the process already holds, and then neither RSS nor its peak moves (seen in CI).
 PEAK_RESET_SCRIPT = """
 import json, psutil, torch
-from bench.memory import kernel_peak_rss, reset_peak_rss
+from bench.measure.memory import kernel_peak_rss, reset_peak_rss
 MIB = 2**20
 if not reset_peak_rss():
     print(json.dumps(None)); raise SystemExit

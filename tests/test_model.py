@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.model import Net, accuracy, build_training
+from bench.measure.model import Net, accuracy, build_training
 
 
 def test_model_is_the_chapters_mlp() -> None:

@@ -7,16 +7,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import modes
-from bench.catalog import MODES
-from bench.data import Dataset, load_dataset
-from bench.efficiency import count_ops
-from bench.model import Training, build_training
-from bench.plan import CaseKey, Options
-from bench.report import summary_markdown, throughput_table
-from bench.runner import case_context, run_benchmarks
-from bench.schema import load_run
-from bench.workloads import make_step, run_epochs
+from bench.core.catalog import MODES
+from bench.core.keys import CaseKey
+from bench.core.plan import Options, plan
+from bench.core.results import Run
+from bench.core.schema import load_run
+from bench.core.store import utc_now
+from bench.engine.session import run_sweep
+from bench.measure import modes
+from bench.measure.data import Dataset, load_dataset
+from bench.measure.efficiency import count_ops
+from bench.measure.model import Training, build_training
+from bench.measure.records import case_context
+from bench.measure.workloads import Hooks, make_step, run_epochs
+from bench.render.sections import throughput_table
+from bench.render.summary import summary_markdown
 from tests.conftest import SMALL_REAL_DIR, compile_runs_here, cuda_test, run_cli
 
 
@@ -57,6 +62,7 @@ def test_compile_without_a_cpp_compiler_says_what_is_missing(
     assert reason is not None and "C++ compiler (g++)" in reason
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fused", "bf16", "compile"])
 def test_a_mode_computes_what_eager_computes(dataset: Dataset, name: str) -> None:
     if name == "compile" and not compile_runs_here("compile computes what eager computes"):
@@ -98,6 +104,7 @@ def test_compile_is_timed_apart_and_a_new_shape_shows_as_a_recompile(dataset: Da
     assert modes.compiled_graphs() > graphs and training.compile_s > compiled
 
 
+@pytest.mark.slow
 def test_the_tenth_compiled_model_is_still_compiled_not_eager() -> None:
     """Dynamo caches per code object, which every model's `step` shares; past its recompile limit (8) it
     ran the step in eager silently, so a long run's later `compile` cases timed eager."""
@@ -122,11 +129,12 @@ def test_an_epoch_in_compile_mode_compiles_every_shape_before_the_clock(dataset:
     graphs: list[int] = []
     run_epochs(
         dataset, "cpu", 64, "resident", 1, training=training,
-        after_warm_up=lambda: graphs.append(modes.compiled_graphs()),
+        hooks=Hooks(after_warm_up=lambda: graphs.append(modes.compiled_graphs())),
     )  # fmt: skip
     assert graphs and modes.compiled_graphs() == graphs[0], "a graph was compiled while an epoch was timed"
 
 
+@pytest.mark.slow
 def test_a_run_marks_an_invalid_mode_and_never_shows_it_as_a_number(
     dataset: Dataset, no_step_mode: str, tmp_path: Path
 ) -> None:
@@ -134,9 +142,10 @@ def test_a_run_marks_an_invalid_mode_and_never_shows_it_as_a_number(
         devices=("cpu",), batch_sizes=(64,), workloads=("train_step", "train"), modes=("eager", no_step_mode),
         passes=1, max_time=0.1, epochs=2, train_runs=1,
     )  # fmt: skip
-    run, _ = run_benchmarks(
-        options, dataset, tmp_path, {"command_line": "test"}, "t1", progress=lambda line: None
+    run = Run(
+        "t1", utc_now(), {}, dataset.info, options, planned_cases=len(plan(options)), command_line="test"
     )
+    run_sweep(run, options, dataset, tmp_path, say=lambda line: None)
     cases = {case.key: case for case in run.cases}
     step = cases[CaseKey("train_step", "cpu", 64, mode=no_step_mode)]
     train = cases[CaseKey("train", "cpu", 64, "resident", mode=no_step_mode)]
@@ -152,6 +161,7 @@ def test_a_run_marks_an_invalid_mode_and_never_shows_it_as_a_number(
     assert load_run(tmp_path).cases[1].status == "invalid"  # what was saved says so too
 
 
+@pytest.mark.slow
 def test_modes_and_threads_from_the_command_line(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_cli(
@@ -161,7 +171,7 @@ def test_modes_and_threads_from_the_command_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.output
     run = load_run(out)
-    keys = {(case.mode, case.threads): case for case in run.cases}
+    keys = {(case.key.mode, case.key.threads): case for case in run.cases}
     assert (out / "modes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one line per mode, drawn
     assert set(keys) == {(m, t) for m in ("eager", "fused", "tf32") for t in (1, 2)}
     for threads in (1, 2):
@@ -169,7 +179,7 @@ def test_modes_and_threads_from_the_command_line(tmp_path: Path) -> None:
             keys[("tf32", threads)].error or ""
         )
         assert keys[("fused", threads)].ok and keys[("fused", threads)].validations[0].passed
-    assert {"cpu/threads=1", "cpu/threads=2"} <= set(run.env["peaks"])  # each count against its own peak
+    assert {"cpu/threads=1", "cpu/threads=2"} <= set(run.peaks)  # each count against its own peak
     summary = (out / "summary.md").read_text()
     assert "## Modes" in summary and "★" in summary and "| skipped" in summary
 

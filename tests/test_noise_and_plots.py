@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.schema import load_run
+import pytest
+
+from bench.core.schema import load_run
 from tests.conftest import run_cli, shadow_package
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_run_on_a_loaded_machine_says_so(tmp_path: Path) -> None:
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
@@ -35,7 +38,7 @@ def test_a_run_on_a_loaded_machine_says_so(tmp_path: Path) -> None:
         seen = next(p for p in busy if p["pid"] == spinner.pid)
         assert seen["cpu_percent"] >= 20, seen
         assert f"{seen['name']} ({seen['cpu_percent']}%)" in load_line, load_line
-    assert run.env["during_run"]["steal_percent"] is not None
+    assert run.during_run is not None and run.during_run.steal_percent is not None
 
 
 def test_report_plot_draws_pngs_and_links_them(small_run: Path, tmp_path: Path) -> None:
@@ -58,6 +61,7 @@ def test_report_plot_draws_pngs_and_links_them(small_run: Path, tmp_path: Path) 
     assert load_run(copy).plots == ["throughput.png", "memory.png"]
 
 
+@pytest.mark.slow
 def test_plot_without_matplotlib_fails_before_measuring(tmp_path: Path) -> None:
     env = shadow_package(tmp_path / "fake", "matplotlib", "raise ImportError('No module named matplotlib')\n")
     out = tmp_path / "run"

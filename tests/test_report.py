@@ -12,27 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from bench.plan import CaseKey
-from bench.report import (
-    CSV_COLUMNS,
-    console_summary,
-    csv_text,
+from bench.analysis.metrics import (
     data_share,
     epoch_vs_steps,
-    fmt_mib,
-    fmt_rate,
-    fmt_seconds,
-    index_cases,
     median_time_to_target,
     paired_epoch_ratios,
     run_time_to_target,
-    summary_markdown,
-    throughput_table,
     time_to_target,
 )
-from bench.results import CaseResult, PassRecord
-from bench.schema import load_run
-from tests.conftest import SMALL_TRAIN, run_cli
+from bench.core.keys import CaseKey
+from bench.core.records import PassRecord
+from bench.core.results import CaseResult
+from bench.core.schema import load_run
+from bench.render.csvfile import CSV_COLUMNS, csv_text
+from bench.render.sections import throughput_table
+from bench.render.summary import console_summary, summary_markdown
+from bench.render.units import fmt_mib, fmt_rate, fmt_seconds
+from tests.conftest import SMALL_TRAIN, make_run, run_cli
 
 
 @pytest.mark.parametrize(
@@ -68,14 +64,15 @@ def test_summary_markdown_has_every_section_and_case(small_run: Path) -> None:
 
 def test_derived_values_come_from_the_pass_records(small_run: Path) -> None:
     run = load_run(small_run)
-    cases = index_cases(run)
-    epoch = cases[CaseKey("epoch", "cpu", 32, "resident")]
+    epoch = run.case(CaseKey("epoch", "cpu", 32, "resident"))
+    assert epoch is not None
     share = data_share(epoch)
     assert share is not None and 0 < share < 1
     assert share == pytest.approx(
         sum(sum(r.data_seconds or []) for r in epoch.passes) / sum(sum(r.samples_s) for r in epoch.passes)
     )
-    step = cases[CaseKey("train_step", "cpu", 32)]
+    step = run.case(CaseKey("train_step", "cpu", 32))
+    assert step is not None
     # each epoch against the train_steps just before it (its pass) and just after it (the next pass);
     # 1,000 images at batch 32 are 31.25 steps (31 full batches and one of 8 images), not 32
     means = {r.index: statistics.fmean(r.samples_s) for r in step.passes}
@@ -84,27 +81,28 @@ def test_derived_values_come_from_the_pass_records(small_run: Path) -> None:
         for r in epoch.passes
         for seconds in r.samples_s
     )
-    assert epoch_vs_steps(epoch, cases) == pytest.approx(expected)
+    assert epoch_vs_steps(run, epoch) == pytest.approx(expected)
 
 
 def test_the_ragged_last_batch_counts_by_its_samples() -> None:
     """1,000 samples at batch 300: 3 full steps and one of 100 samples is 3.33 steps, not 4."""
-    step = CaseResult.for_key(
-        CaseKey("train_step", "cpu", 300), samples_per_unit=300, passes=[PassRecord(0, [0.01])]
-    )
-    epoch = CaseResult.for_key(
+    step = CaseResult(CaseKey("train_step", "cpu", 300), samples_per_unit=300, passes=[PassRecord(0, [0.01])])
+    epoch = CaseResult(
         CaseKey("epoch", "cpu", 300, "resident"),
         samples_per_unit=1000,
         passes=[PassRecord(0, [0.05], batches=4)],
     )
-    cases = {step.key: step, epoch.key: epoch}
-    assert epoch_vs_steps(epoch, cases) == pytest.approx(0.05 / (1000 / 300 * 0.01))
+    assert epoch_vs_steps(make_run(step, epoch), epoch) == pytest.approx(0.05 / (1000 / 300 * 0.01))
     assert paired_epoch_ratios(epoch, step) == [pytest.approx(1.5)]
 
 
 def test_epoch_ratio_pairs_what_it_can_and_falls_back_otherwise(small_run: Path) -> None:
-    cases = index_cases(load_run(small_run))
-    epoch, step = cases[CaseKey("epoch", "cpu", 32, "resident")], cases[CaseKey("train_step", "cpu", 32)]
+    run = load_run(small_run)
+    epoch, step = (
+        run.case(CaseKey("epoch", "cpu", 32, "resident")),
+        run.case(CaseKey("train_step", "cpu", 32)),
+    )
+    assert epoch is not None and step is not None
     assert len(paired_epoch_ratios(epoch, step)) == 2
     # the step's second pass failed: only the epoch of pass 0 finds its steps
     only = replace(step, passes=[r for r in step.passes if r.index != 1])
@@ -115,9 +113,9 @@ def test_epoch_ratio_pairs_what_it_can_and_falls_back_otherwise(small_run: Path)
     ]
     # no pass in common (results from another run, say): the epochs' median over the steps' mean
     elsewhere = replace(step, passes=[replace(r, index=r.index + 10) for r in step.passes])
-    with_other = {**cases, step.key: elsewhere}
+    run.store(elsewhere)
     assert paired_epoch_ratios(epoch, elsewhere) == []
-    assert epoch_vs_steps(epoch, with_other) == pytest.approx(
+    assert epoch_vs_steps(run, epoch) == pytest.approx(
         epoch.median_s / (SMALL_TRAIN / 32 * statistics.fmean(step.samples_s))
     )
 
@@ -126,7 +124,7 @@ def test_time_to_target_per_run_and_the_median_over_the_runs_that_reached_it() -
     def run(index: int, accuracies: list[float]) -> PassRecord:
         return PassRecord(index, [2.0] * len(accuracies), seed=index, test_accuracy=accuracies)
 
-    case = CaseResult.for_key(
+    case = CaseResult(
         CaseKey("train", "cpu", 64, "resident"),
         samples_per_unit=1000,
         passes=[run(0, [0.5, 0.81, 0.9]), run(1, [0.7, 0.75, 0.79]), run(2, [0.85, 0.9, 0.9])],
@@ -154,7 +152,7 @@ def test_csv_is_one_row_per_case_in_raw_units(small_run: Path) -> None:
     assert len(rows) == len(run.cases) and tuple(rows[0]) == CSV_COLUMNS
     by_key = {(r["workload"], r["device"], int(r["batch_size"]), r["loader"] or None): r for r in rows}
     for case in run.cases:
-        row = by_key[(case.workload, case.device, case.batch_size, case.loader)]
+        row = by_key[(case.key.workload, case.key.device, case.key.batch_size, case.key.loader)]
         assert float(row["samples_per_s"]) == pytest.approx(case.samples_per_s)
         assert int(row["host_rss_peak_bytes"]) == case.peak("host_rss_peak_bytes")
         assert int(row["passes"]) == len(case.passes) and row["mode"] == "eager"
@@ -171,8 +169,8 @@ def test_extra_dimensions_get_a_column_only_when_a_run_varies_them(small_run: Pa
     run = load_run(small_run)
     plain = throughput_table(run)
     assert "mode" not in plain.splitlines()[0] and "threads" not in plain.splitlines()[0]
-    step = next(c for c in run.cases if c.workload == "train_step" and c.batch_size == 32)
-    run.cases.append(replace(step, mode="compile", threads=1))
+    step = next(c for c in run.cases if c.key.workload == "train_step" and c.key.batch_size == 32)
+    run.store(replace(step, key=replace(step.key, mode="compile", threads=1)))
     varied = throughput_table(run).splitlines()
     assert "| mode " in varied[0] and "| threads " in varied[0]
     assert any("| compile " in line and "| 1 " in line for line in varied)

@@ -11,20 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import UsageError
-from bench.plan import CaseKey
-from bench.results import (
-    RESULTS_FILE,
-    SCHEMA_VERSION,
-    CaseResult,
-    MemoryRecord,
-    PassRecord,
-    prepare_run_folder,
-    save_run,
-    write_atomic,
-)
-from bench.schema import load_run
-from bench.stats import summarize
+from bench.core.errors import UsageError
+from bench.core.keys import CaseKey
+from bench.core.records import MemoryRecord, PassRecord
+from bench.core.results import SCHEMA_VERSION, CaseResult
+from bench.core.schema import load_run
+from bench.core.stats import summarize
+from bench.core.store import RESULTS_FILE, prepare_run_folder, save_run, write_atomic
 from tests.conftest import load_json
 
 
@@ -42,15 +35,15 @@ def test_round_trip_of_a_real_run(small_run: Path, tmp_path: Path) -> None:
 
 def test_a_case_keeps_one_record_per_pass_and_derives_the_rest(small_run: Path) -> None:
     data = load_json(small_run / RESULTS_FILE)
-    assert data["schema_version"] == 2
-    assert data["env"]["command_line"].startswith("bench run")
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert data["command_line"].startswith("bench run")
     for raw in data["cases"]:
         assert not {"median_s", "samples_per_s", "iqr_s", "spread", "n", "samples_s"} & set(raw), (
             "derived figures must not be stored beside the records"
         )
         assert raw["status"] == "ok" and raw["passes"]
     run = load_run(small_run)
-    step = next(c for c in run.cases if c.workload == "train_step" and c.batch_size == 32)
+    step = next(c for c in run.cases if c.key.workload == "train_step" and c.key.batch_size == 32)
     assert [r.index for r in step.passes] == [0, 1, 2]  # three passes, each its own record
     for record in step.passes:
         assert record.calls_per_round is not None and record.calls_per_round >= 1
@@ -65,11 +58,13 @@ def test_a_case_keeps_one_record_per_pass_and_derives_the_rest(small_run: Path) 
     assert step.samples_per_s == pytest.approx(32 / statistics.median(pooled))
     assert step.independent_samples() == [statistics.median(r.samples_s) for r in step.passes]
     epoch = next(
-        c for c in run.cases if c.workload == "epoch" and c.loader == "resident" and c.batch_size == 32
+        c
+        for c in run.cases
+        if c.key.workload == "epoch" and c.key.loader == "resident" and c.key.batch_size == 32
     )
     assert [len(r.samples_s) for r in epoch.passes] == [1, 1]  # two epochs spread over two of three passes
     assert all(r.data_seconds and len(r.data_seconds) == 1 and r.batches == 32 for r in epoch.passes)
-    train = next(c for c in run.cases if c.workload == "train" and c.batch_size == 32)
+    train = next(c for c in run.cases if c.key.workload == "train" and c.key.batch_size == 32)
     assert [(r.index, r.seed) for r in train.runs] == [(0, 0), (1, 1)]  # two runs, each its own seed
     assert all(len(r.test_accuracy or []) == 2 for r in train.runs)
     assert train.final_accuracy == statistics.median(r.test_accuracy[-1] for r in train.runs)
@@ -78,9 +73,7 @@ def test_a_case_keeps_one_record_per_pass_and_derives_the_rest(small_run: Path) 
 def test_each_pass_keeps_its_own_calibration() -> None:
     """Every pass recalibrates; a case must not report pass 1's calls per round for all of them."""
     key = CaseKey("train_step", "cpu", 64)
-    case = CaseResult.for_key(
-        key, samples_per_unit=64, passes=[PassRecord(0, [1e-3, 2e-3], calls_per_round=4)]
-    )
+    case = CaseResult(key, samples_per_unit=64, passes=[PassRecord(0, [1e-3, 2e-3], calls_per_round=4)])
     case = case.with_pass(PassRecord(1, [3e-3], calls_per_round=9))
     assert [r.calls_per_round for r in case.passes] == [4, 9]
     assert case.n == 3 and case.median_s == 2e-3
@@ -92,7 +85,7 @@ def test_memory_peaks_are_the_largest_over_the_passes() -> None:
             100, peak, device_baseline_allocated_bytes=50, device_peak_allocated_bytes=50 + own
         )
 
-    case = CaseResult.for_key(
+    case = CaseResult(
         CaseKey("forward", "cuda:0", 8),
         samples_per_unit=8,
         passes=[PassRecord(0, [1.0], memory=memory(300, 10)), PassRecord(1, [1.0], memory=memory(200, 40))],
@@ -110,9 +103,9 @@ def test_memory_peaks_are_the_largest_over_the_passes() -> None:
         (lambda: PassRecord(0, [0.0]), "durations"),
         (lambda: PassRecord(0, [1.0], data_seconds=[1.0, 2.0]), "one value per epoch"),
         (lambda: PassRecord(0, [1.0], test_accuracy=[1.5]), "fractions"),
-        (lambda: CaseResult("forward", "cpu", 0, status="error", error="x"), "batch_size"),
-        (lambda: CaseResult("forward", "cpu", 8, status="ok"), "at least one pass"),
-        (lambda: CaseResult("forward", "cpu", 8, status="oom"), "says why"),
+        (lambda: CaseResult(CaseKey("forward", "cpu", 0), status="error", error="x"), "batch_size"),
+        (lambda: CaseResult(CaseKey("forward", "cpu", 8), status="ok"), "at least one pass"),
+        (lambda: CaseResult(CaseKey("forward", "cpu", 8), status="oom"), "says why"),
         (lambda: MemoryRecord(-1, 0), "bytes"),
     ],
 )
@@ -169,11 +162,10 @@ def test_existing_run_folder_is_not_overwritten(small_run: Path, tmp_path: Path)
 
 def test_non_finite_losses_are_saved_as_null(small_run: Path, tmp_path: Path) -> None:
     run = load_run(small_run)
-    index = next(i for i, case in enumerate(run.cases) if case.workload == "train")
-    case = run.cases[index]
+    case = next(case for case in run.cases if case.key.workload == "train")
     diverged = replace(case.passes[0], mean_loss=[math.nan, math.inf])  # what a diverging run produces
-    run.cases[index] = replace(case, passes=[diverged, *case.passes[1:]])
+    run.store(replace(case, passes=[diverged, *case.passes[1:]]))
     save_run(run, tmp_path)
     assert "NaN" not in (tmp_path / RESULTS_FILE).read_text()
-    again = next(case for case in load_run(tmp_path).cases if case.workload == "train")
+    again = next(case for case in load_run(tmp_path).cases if case.key.workload == "train")
     assert again.passes[0].mean_loss == [None, None]

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.plan import CaseKey, Item, Options, plan, schedule, share_of_pass
-from bench.runner import estimate_remaining, format_duration
-from bench.schema import load_run
+from bench.core.keys import CaseKey
+from bench.core.plan import Item, Options, plan, schedule, share_of_pass
+from bench.core.schema import load_run
+from bench.engine.progress import estimate_remaining, format_duration
 from tests.conftest import ROOT, run_cli, shadow_package
 
 FAST = ("--devices", "cpu", "--passes", "1", "--max-time", "0.05", "--dataset", "synthetic")
@@ -69,6 +70,7 @@ def test_the_estimate_of_what_is_left_prices_items_by_what_they_cost() -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_batch_too_large_to_allocate_is_oom_and_the_sweep_goes_on(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_cli(
@@ -80,7 +82,7 @@ def test_a_batch_too_large_to_allocate_is_oom_and_the_sweep_goes_on(tmp_path: Pa
     assert re.search(r"\[  1/12\] 0:\d\d elapsed · forward · cpu · batch 16 \(pass 1/2\)", result.stderr)
     assert re.search(r"\[  2/12\] 0:\d\d elapsed, about \d+:\d\d left · ", result.stderr), result.stderr
     run = load_run(out)
-    statuses = {(c.workload, c.batch_size): c.status for c in run.cases}
+    statuses = {(c.key.workload, c.key.batch_size): c.status for c in run.cases}
     assert statuses == {
         ("forward", 16): "ok", ("forward", 300000000): "oom", ("forward", 32): "ok",
         ("train_step", 16): "ok", ("train_step", 300000000): "oom", ("train_step", 32): "ok",
@@ -92,6 +94,7 @@ def test_a_batch_too_large_to_allocate_is_oom_and_the_sweep_goes_on(tmp_path: Pa
     assert not run.partial
 
 
+@pytest.mark.slow
 def test_an_error_in_one_case_is_recorded_and_the_rest_still_run(tmp_path: Path) -> None:
     """A torchvision without `datasets` breaks the chapter's loader only; the resident loader still runs."""
     env = shadow_package(tmp_path / "fake", "torchvision", "__version__ = '0.29.1'\n")
@@ -113,7 +116,7 @@ def test_an_error_in_one_case_is_recorded_and_the_rest_still_run(tmp_path: Path)
     )
     assert result.returncode == 1, result.output  # an `error` case makes the run exit 1
     run = load_run(out)
-    statuses = {c.loader: c.status for c in run.cases}
+    statuses = {c.key.loader: c.status for c in run.cases}
     assert statuses == {"torchvision": "error", "resident": "ok"}
     assert "datasets" in (next(c for c in run.cases if c.status == "error").error or "")
     assert "error" in (out / "summary.md").read_text()
@@ -144,6 +147,7 @@ def _wait_for_case_start(process: subprocess.Popen[str], number: int, timeout: f
     pytest.fail(f"case {number} never started")
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_every_finished_case_readable(tmp_path: Path) -> None:
     out = tmp_path / "run"
     process = _start_long_run(out, tmp_path / "data")
@@ -160,6 +164,7 @@ def test_sigkill_leaves_every_finished_case_readable(tmp_path: Path) -> None:
     assert "PARTIAL RUN" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_the_current_case_then_writes_the_tables(tmp_path: Path) -> None:
     out = tmp_path / "run"
     process = _start_long_run(out, tmp_path / "data")

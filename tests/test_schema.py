@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.cli import main
-from bench.errors import ResultsFileError
-from bench.results import RESULTS_FILE
-from bench.schema import SCHEMA_FILE, json_schema, load_run, upgrade_v1
+from bench.core.errors import ResultsFileError
+from bench.core.schema import SCHEMA_FILE, json_schema, load_run
+from bench.core.store import RESULTS_FILE
+from bench.core.upgrade import upgrade_v1
 from tests.conftest import ROOT, load_json, run_cli
 
 V1_FILE = ROOT / "tests" / "data" / "results-v1.json"
@@ -88,16 +89,16 @@ def test_version_1_files_are_read_pass_by_pass(tmp_path: Path) -> None:
     """The committed v1 reference run: pooled samples are split back into their passes."""
     raw = json.loads(V1_FILE.read_text())
     run = load_run(V1_FILE)
-    assert raw["schema_version"] == 1 and run.schema_version == 2 and len(run.cases) == len(raw["cases"])
+    assert raw["schema_version"] == 1 and run.schema_version == 3 and len(run.cases) == len(raw["cases"])
     for old, new in zip(raw["cases"], run.cases, strict=True):
         assert new.samples_s == old["samples_s"], new.key.label()
         assert new.samples_per_unit == old["samples_per_call"]
-    step = next(c for c in run.cases if c.workload == "train_step")
+    step = next(c for c in run.cases if c.key.workload == "train_step")
     old_step = next(c for c in raw["cases"] if c["workload"] == "train_step")
     assert [len(r.samples_s) for r in step.passes] == old_step["details"]["pass_rounds"]
     assert step.passes[0].calls_per_round == old_step["details"]["calls_per_round"]
     assert step.passes[1].calls_per_round is None  # v1 kept only pass 1's calibration: not guessed
-    train = next(c for c in run.cases if c.workload == "train")
+    train = next(c for c in run.cases if c.key.workload == "train")
     old_train = next(c for c in raw["cases"] if c["workload"] == "train")
     assert len(train.runs) == 1 and train.final_accuracy == old_train["test_accuracy"][-1]
     assert upgrade_v1(raw)["schema_version"] == 2
@@ -110,7 +111,7 @@ def test_version_1_files_are_read_pass_by_pass(tmp_path: Path) -> None:
 def test_the_shipped_json_schema_is_generated_from_the_records() -> None:
     shipped = json.loads(SCHEMA_FILE.read_text())
     assert shipped == json.loads(json.dumps(json_schema())), (
-        "bench/results.schema.json is stale: python -m bench.schema > bench/results.schema.json"
+        "bench/core/results.schema.json is stale: python -m bench.core.schema > bench/core/results.schema.json"
     )
     assert {"run_id", "env", "dataset", "options", "cases"} <= set(shipped["required"]) | set(
         shipped["properties"]

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from bench.stats import (
+from bench.core.stats import (
     NOISY_SPREAD,
     block_medians,
     detectable_ratio,

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.catalog import WORKLOAD_TABLE, workload
-from bench.data import Dataset, fixed_batch, load_dataset
-from bench.model import build_training
-from bench.workloads import (
+from bench.core.catalog import WORKLOAD_TABLE, workload
+from bench.measure.data import Dataset, load_dataset
+from bench.measure.loaders import fixed_batch
+from bench.measure.model import build_training
+from bench.measure.workloads import (
     STEPS,
     EpochSource,
     HostDataClock,
@@ -130,6 +131,7 @@ def test_timed_epochs_run_with_the_collector_off_as_rounds_do(dataset: Dataset) 
     assert gc.isenabled(), "the collector must be back on after the epoch"
 
 
+@pytest.mark.slow
 def test_training_runs_learn_real_data_from_their_own_seed(dataset: Dataset) -> None:
     first = run_training(dataset, "cpu", batch_size=16, epochs=3, seed=0)
     again = run_training(dataset, "cpu", batch_size=16, epochs=3, seed=0)

@@ -16,16 +16,17 @@ import pytest
 import torch
 import torch.utils.benchmark as torch_benchmark
 
-from bench.data import Dataset, load_dataset
-from bench.devices import clock_overhead, device_clock, min_round_s
-from bench.efficiency import matmul_peak
-from bench.plan import CaseKey, Item, Options, peak_key
-from bench.report import epoch_vs_steps, index_cases, paired_epoch_ratios, peak_fraction, run_time_to_target
-from bench.results import Run
-from bench.runner import Sweep
-from bench.schema import load_run
-from bench.workloads import make_step
-from tests.conftest import SMALL_REAL_DIR, cuda_test, run_cli
+from bench.analysis.metrics import epoch_vs_steps, paired_epoch_ratios, peak_fraction, run_time_to_target
+from bench.core.keys import CaseKey
+from bench.core.plan import Item, Options, peak_key
+from bench.core.results import Run
+from bench.core.schema import load_run
+from bench.engine.sweep import Sweep
+from bench.measure.data import Dataset, load_dataset
+from bench.measure.devices import clock_overhead, device_clock, min_round_s
+from bench.measure.efficiency import matmul_peak
+from bench.measure.workloads import make_step
+from tests.conftest import SMALL_REAL_DIR, by_key, cuda_test, run_cli
 
 pytestmark = pytest.mark.targets
 
@@ -47,7 +48,7 @@ def full_fashion_dir() -> Path:
         return Path(os.environ["BENCH_TEST_FASHION_DIR"])
     if (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file():
         return DEBIAN_FASHION
-    from bench.data import default_data_dir
+    from bench.measure.data import default_data_dir
 
     return default_data_dir()
 
@@ -79,7 +80,7 @@ def test_resident_epoch_costs_little_more_than_its_train_steps(tmp_path: Path) -
         "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.output
-    cases = index_cases(load_run(out))
+    cases = by_key(load_run(out))
     epoch, step = cases[CaseKey("epoch", "cpu", 64, "resident")], cases[CaseKey("train_step", "cpu", 64)]
     pairs = paired_epoch_ratios(epoch, step)
     assert len(pairs) == EPOCH_PAIRS, "every epoch should be paired with the steps of its pass"
@@ -254,8 +255,8 @@ def test_a_large_batch_train_step_reaches_half_the_measured_peak(tmp_path: Path)
     run = load_run(out)
     (case,) = run.cases
     share = peak_fraction(run, case)
-    assert case.threads == 1
-    peak = run.env["peaks"][peak_key("cpu", 1)]
+    assert case.key.threads == 1
+    peak = run.peaks[peak_key("cpu", 1)]
     print(
         f"train_step at batch 4096: {case.samples_per_s * case.flops_per_sample / 1e9:.1f} GFLOP/s against a "
         f"measured float32 peak of {peak['float32'] / 1e9:.1f} GFLOP/s ({peak['float32_matmul_side']}² matmul): "

@@ -1,0 +1,63 @@
+"""Parsing the values of comma-separated and numeric options; each bad value a UsageError saying what to give."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bench.core.errors import UsageError
+
+
+def comma_list(text: str, option: str, example: str) -> list[str]:
+    """The entries of a comma-separated option; an empty list is a UsageError, never "the default"."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise UsageError(f"{option} is empty", hint=f"give one or more values, e.g. {option} {example}")
+    return items
+
+
+def parse_counts(text: str, option: str, what: str, example: str) -> tuple[int, ...]:
+    """`16,64` -> (16, 64): positive whole numbers, in the order given, without repeats."""
+    counts: list[int] = []
+    for item in comma_list(text, option, example):
+        try:
+            count = int(item)
+        except ValueError:
+            raise UsageError(
+                f"{what} {item!r} is not a whole number", hint=f"e.g. {option} {example}"
+            ) from None
+        if count < 1:
+            raise UsageError(f"{what} {count} must be at least 1", hint=f"e.g. {option} {example}")
+        if count not in counts:
+            counts.append(count)
+    return tuple(counts)
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    return parse_counts(text, "--batch-sizes", "batch size", "16,64,256")
+
+
+def parse_choices(text: str, valid: Sequence[str], option: str, what: str) -> tuple[str, ...]:
+    items = comma_list(text, option, ",".join(valid[:2]))
+    if items == ["all"]:
+        return tuple(valid)
+    unknown = [item for item in items if item not in valid]
+    if unknown:
+        shown = ", ".join(repr(item) for item in unknown)
+        raise UsageError(f"unknown {what} {shown}", hint=f"choose from: {', '.join(valid)} (or all)")
+    return tuple(dict.fromkeys(items))
+
+
+def whole_usable_cpus() -> int:
+    """Whole CPUs this process may use (at least one): what thread counts are divided from."""
+    from bench.env.collect import usable_cpus
+
+    return max(1, int(usable_cpus()))
+
+
+def parse_threads(text: str) -> tuple[int | None, ...]:
+    """`1,2` -> (1, 2); `sweep` -> 1, 2, 4, ... up to the usable CPUs (and that count itself)."""
+    if text.strip() == "sweep":
+        cpus = whole_usable_cpus()
+        counts = [2**i for i in range(cpus.bit_length()) if 2**i <= cpus]
+        return tuple(dict.fromkeys([*counts, cpus]))
+    return parse_counts(text, "--threads", "thread count", "1,2 or sweep")

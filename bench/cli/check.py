@@ -1,0 +1,27 @@
+"""`bench check`: the install check, as a table or JSON; exit 0 only when nothing failed."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+HELP = "check the install: versions, devices, real computations on each"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print the facts and verdicts as JSON (default: a table)"
+    )
+    parser.add_argument(
+        "--require",
+        action="append",
+        choices=["cuda"],
+        default=[],
+        help="make a missing capability a failure: `cuda` fails without a usable CUDA device (default: none)",
+    )
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from bench import app
+
+    return app.check_job(args.json, args.require)

@@ -1,0 +1,157 @@
+"""The records of one pass of a case: its raw samples, memory, energy and the checks of a mode.
+
+A case keeps one record per pass (`PassRecord`): its own raw samples, how they were timed, its
+memory and energy readings. Median, IQR, spread, samples/s and n are derived from those records
+when shown, never stored beside them, so they cannot disagree. Each record checks its own
+invariants (`__post_init__`), so a record the harness builds wrongly fails where it is built, and a
+file edited into nonsense fails where it is read.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
+
+MAX_SAMPLE_S = 1e7  # 115 days: a longer "duration" is a damaged file, not a measurement
+STRICT: dict[str, Any] = {"allow_inf_nan": False, "extra": "forbid"}  # pydantic's reading of these records
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_seconds(values: list[float] | None, name: str) -> None:
+    if values is not None:
+        require(all(0 <= v < MAX_SAMPLE_S for v in values), f"{name} must be durations in [0, 1e7) s")
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    """Bytes measured over one pass of a case; None where the machine cannot tell.
+
+    `device_baseline_allocated_bytes` is what the allocator held when the pass started (cuBLAS
+    workspaces, other cases' leftovers): the case's own peak is the peak above it.
+    """
+
+    host_rss_start_bytes: int
+    host_rss_peak_bytes: int
+    device_baseline_allocated_bytes: int | None = None
+    device_peak_allocated_bytes: int | None = None
+    device_peak_reserved_bytes: int | None = None
+    nvml_used_bytes: int | None = None
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
+
+    def __post_init__(self) -> None:
+        values = [v for v in asdict(self).values() if v is not None]
+        require(all(0 <= v < 2**63 for v in values), "memory figures must be bytes in [0, 2**63)")
+
+
+@dataclass(frozen=True)
+class EnergyRecord:
+    """Energy counted by the device's own counter over a pass's timed work, and how long that work lasted."""
+
+    joules: float
+    seconds: float
+    source: str
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
+
+    def __post_init__(self) -> None:
+        require(
+            0 <= self.joules < 1e12 and 0 < self.seconds < MAX_SAMPLE_S,
+            "energy needs joules >= 0 and seconds > 0",
+        )
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A check that a mode computes what eager computes: its figure, eager's, and the tolerance.
+
+    `check` is `loss` (mean loss after the validation steps, relative difference) or `accuracy`
+    (final test accuracy of the training runs, absolute difference in fractions).
+    """
+
+    check: Literal["loss", "accuracy"]
+    value: float
+    reference: float
+    tolerance: float
+    passed: bool
+    steps: int | None = None
+    against: str = "eager"  # what the reference figure is: eager, or one process at the global batch
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
+
+    @property
+    def difference(self) -> float:
+        if self.check == "accuracy":
+            return abs(self.value - self.reference)
+        return abs(self.value - self.reference) / abs(self.reference) if self.reference else math.inf
+
+    def describe(self) -> str:
+        if self.check == "accuracy":
+            return (
+                f"final test accuracy {self.value:.2%} vs {self.against}'s {self.reference:.2%} "
+                f"(difference {self.difference * 100:.2f} points, allowed {self.tolerance * 100:.1f})"
+            )
+        return (
+            f"loss after {self.steps} steps {self.value:.5g} vs {self.against}'s {self.reference:.5g} "
+            f"(difference {self.difference:.2g}, allowed {self.tolerance:.2g})"
+        )
+
+
+@dataclass(frozen=True)
+class PassRecord:
+    """What one pass of a case measured. `samples_s` are raw seconds: per call (rounds) or per epoch.
+
+    Rounds: `calls_per_round` and `timer` as pytest-benchmark calibrated them in this pass, and the
+    shortest round it was asked for. Epochs and training runs: per epoch, the seconds spent waiting
+    for data and how they were timed. Training runs: the seed and the test accuracy after each epoch.
+    """
+
+    index: int  # the pass (rounds, epochs) or the training run
+    samples_s: list[float]
+    calls_per_round: int | None = None
+    timer: str | None = None
+    min_round_s: float | None = None
+    data_seconds: list[float] | None = None
+    data_timer: str | None = None  # "host clock" or "cuda events"
+    batches: int | None = None  # per epoch
+    seed: int | None = None
+    test_accuracy: list[float] | None = None
+    mean_loss: list[float | None] | None = None
+    eval_seconds: list[float] | None = None
+    compile_s: float | None = None  # compiling or capturing, before the clock started
+    recompiles: int | None = None  # graphs torch.compile built while the clock ran (should be 0)
+    per_rank_s: list[list[float]] | None = None  # processes at once: each rank's seconds, unit by unit
+    comm_s: float | None = None  # data-parallel: the gradient all-reduce alone, seconds per step
+    memory: MemoryRecord | None = None
+    energy: EnergyRecord | None = None
+    wall_s: float | None = None
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
+
+    def __post_init__(self) -> None:
+        require(self.index >= 0, "a pass index is at least 0")
+        require(self.compile_s is None or 0 <= self.compile_s < MAX_SAMPLE_S, "compile_s is a duration")
+        require(self.recompiles is None or self.recompiles >= 0, "recompiles is a count")
+        require(len(self.samples_s) >= 1, "a pass holds at least one sample")
+        require(all(0 < v < MAX_SAMPLE_S for v in self.samples_s), "samples must be durations in (0, 1e7) s")
+        _check_seconds(self.data_seconds, "data_seconds")
+        _check_seconds(self.eval_seconds, "eval_seconds")
+        require(self.calls_per_round is None or self.calls_per_round >= 1, "calls_per_round is at least 1")
+        require(self.batches is None or self.batches >= 1, "batches is at least 1")
+        for name in ("data_seconds", "test_accuracy", "mean_loss", "eval_seconds"):
+            values = getattr(self, name)
+            require(values is None or len(values) == len(self.samples_s), f"{name} has one value per epoch")
+        require(
+            self.test_accuracy is None or all(0 <= a <= 1 for a in self.test_accuracy),
+            "test_accuracy values are fractions in [0, 1]",
+        )
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.samples_s)

@@ -1,0 +1,276 @@
+"""Cases across processes, run by the ranks torchrun starts: data-parallel (DDP) and side by side.
+
+PyTorch's own engine does the work: `torch.distributed` (gloo on the CPU, NCCL on GPUs) and
+`DistributedDataParallel`, the processes started by torchrun (`torch.distributed.run`), whose
+environment contract (RANK, LOCAL_RANK, WORLD_SIZE, the rendezvous) SLURM and Kubernetes use too.
+
+How a case is measured across ranks:
+* every timed round (or epoch) starts after a barrier on a gloo control group
+  (`monitored_barrier`, which names the ranks that did not arrive), and each rank's time is kept;
+* calls per round are calibrated in lockstep (the slowest rank's round decides for all), so every
+  rank runs the same number of steps, as DDP's collectives require;
+* throughput is the samples of all ranks over the slowest rank's time;
+* data-parallel cases also time the gradient all-reduce alone (`comm_s`), so a user sees when
+  communication dominates this 50k-parameter model.
+
+Collectives and rendezvous have timeouts (`COLLECTIVE_TIMEOUT`), so a rank that dies or hangs ends
+the worker group within about half a minute; the supervisor (`bench.launch`) then records the case
+as an error naming the rank and the cause, and starts the group again for the cases left.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from bench.core.catalog import Timing, workload
+from bench.core.keys import CaseKey
+from bench.core.plan import Item, Options
+from bench.core.records import PassRecord
+from bench.measure.data import Dataset
+from bench.measure.devices import device_clock, synchronize
+from bench.measure.energy import EnergyMeter
+from bench.measure.loaders import ResidentBatches, fixed_batch
+from bench.measure.memory import MemoryMonitor
+from bench.measure.model import Training, build_training
+from bench.measure.records import Measured, Placement, measure_epochs, measure_runs
+from bench.measure.workloads import STEPS, WARMUP_CALLS, CudaEventDataClock, EpochSource, HostDataClock
+
+COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("BENCH_COLLECTIVE_TIMEOUT_S", "30")))
+SOLO_TIMEOUT = datetime.timedelta(hours=2)  # the other ranks waiting while rank 0 measures a one-process case
+MAX_CALLS_PER_ROUND = 1 << 20
+
+
+@dataclass
+class World:
+    """This process's place among the ranks, and the groups it talks through."""
+
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    backend: str
+    device: torch.device
+    control: Any  # a gloo group for barriers and small gathers, whatever the backend
+
+    @property
+    def nnodes(self) -> int:
+        return max(1, self.size // max(self.local_size, 1))
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def join(cls, device_type: str) -> World:
+        """Joins the process group torchrun set up (timeouts on the rendezvous and on every collective)."""
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device_type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+            backend = "nccl"
+        else:
+            device, backend = torch.device("cpu"), "gloo"
+        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+        control = dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+        return cls(
+            rank=dist.get_rank(),
+            size=dist.get_world_size(),
+            local_rank=local_rank,
+            local_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(dist.get_world_size()))),
+            backend=backend,
+            device=device,
+            control=control,
+        )
+
+    def barrier(self, timeout: datetime.timedelta = COLLECTIVE_TIMEOUT) -> None:
+        """Every rank here before any goes on; a rank that does not come within `timeout` is named."""
+        dist.monitored_barrier(group=self.control, timeout=timeout, wait_all_ranks=True)
+
+    def largest(self, value: float) -> float:
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.control)
+        return float(tensor.item())
+
+    def gather(self, value: Any) -> list[Any]:
+        values: list[Any] = [None] * self.size
+        dist.all_gather_object(values, value, group=self.control)
+        return values
+
+    def decide(self, decision: Any = None) -> Any:
+        """Rank 0's decision, broadcast to every rank (what to do with the next item)."""
+        box = [decision]
+        dist.broadcast_object_list(box, src=0, group=self.control)
+        return box[0]
+
+    def leave(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def ddp_training(world: World, seed: int = 0) -> Training:
+    """The chapter's model wrapped in DistributedDataParallel; the optimizer over the same parameters."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    base = build_training(world.device, seed)
+    device_ids = [world.device.index] if world.device.type == "cuda" else None
+    wrapped = DistributedDataParallel(base.net, device_ids=device_ids)
+    return Training(net=wrapped, criterion=base.criterion, optimizer=base.optimizer, device=world.device)  # type: ignore[arg-type]
+
+
+def training_for(world: World, key: CaseKey, seed: int = 0) -> Training:
+    """Data-parallel cases train one model together; side-by-side copies each train their own."""
+    return ddp_training(world, seed) if key.world_size > 1 else build_training(world.device, seed)
+
+
+def comm_seconds(world: World, training: Training, calls: int = 50) -> float:
+    """The gradient all-reduce alone, per step: a flat tensor of the gradients' size, timed between barriers."""
+    flat = torch.cat([p.detach().reshape(-1) for p in training.net.parameters()])
+    clock = device_clock(world.device)
+    for _ in range(5):
+        dist.all_reduce(flat)
+    world.barrier()
+    start = clock()
+    for _ in range(calls):
+        dist.all_reduce(flat)
+    return world.largest((clock() - start) / calls)
+
+
+def lockstep_rounds(
+    world: World, step: Callable[[], None], min_round_s: float, seconds: float, min_rounds: int
+) -> tuple[list[float], int]:
+    """Rounds of `step` on every rank at once: each rank's per-call seconds per round, and calls per round.
+
+    Calls per round grow until the slowest rank's round lasts `min_round_s`; rounds are as many as
+    fill `seconds` (at least `min_rounds`); every rank takes the same numbers from the slowest one.
+    """
+    clock = device_clock(world.device)
+    calls = 1
+    while True:
+        world.barrier()
+        start = clock()
+        for _ in range(calls):
+            step()
+        longest = world.largest(clock() - start)
+        if longest >= min_round_s or calls >= MAX_CALLS_PER_ROUND:
+            break
+        calls = min(MAX_CALLS_PER_ROUND, max(calls * 2, math.ceil(calls * min_round_s / max(longest, 1e-9))))
+    rounds = max(min_rounds, math.ceil(seconds / max(longest, 1e-9)))
+    per_call = []
+    for _ in range(rounds):
+        world.barrier()
+        start = clock()
+        for _ in range(calls):
+            step()
+        per_call.append((clock() - start) / calls)
+    return per_call, calls
+
+
+def sharded_source(world: World, dataset: Dataset, key: CaseKey, seed: int) -> EpochSource:
+    """The resident loader, each rank keeping its shard of every epoch (data-parallel), or all of it."""
+    shard = (world.rank, world.size) if key.world_size > 1 else (0, 1)
+    resident = ResidentBatches(
+        dataset.train_images, dataset.train_labels, world.device, seed=seed, shard=shard
+    )
+    clock = CudaEventDataClock if world.device.type == "cuda" else HostDataClock
+    return EpochSource(lambda: resident.batches(key.batch_size), clock)
+
+
+def slowest(per_rank: list[list[float]]) -> list[float]:
+    """Unit by unit, the slowest rank's seconds: what all the ranks' samples took together."""
+    return [max(values) for values in zip(*per_rank, strict=True)]
+
+
+def placement(world: World, dataset: Dataset, key: CaseKey) -> Placement:
+    """A case across processes: every rank trains its model (one DDP model together, or its own copy) on
+    its shard (or all) of the resident data, each timed epoch starting after a barrier; rank 0 evaluates."""
+    return Placement(
+        device=world.device,
+        build=lambda seed: training_for(world, key, seed),
+        source=lambda seed: sharded_source(world, dataset, key, seed),
+        before_epoch=world.barrier,
+        evaluates=world.leader,
+    )
+
+
+class ParallelMeasure:
+    """Measures one item across every rank; rank 0 gets what they measured together, the others None.
+
+    Epochs and training runs are measured by the same code as one process's (`bench.measure.records`),
+    placed on the ranks; each rank's seconds are gathered, and the slowest rank's set the total."""
+
+    def __init__(self, world: World, dataset: Dataset, options: Options, min_round_s: float) -> None:
+        self.world, self.dataset, self.options, self.min_round_s = world, dataset, options, min_round_s
+
+    def measure(self, item: Item) -> tuple[Measured, dict[str, Any]] | None:
+        """(what was measured, with samples per unit of all ranks together; case facts) on rank 0."""
+        timing = workload(item.key.workload).timing
+        if timing is Timing.ROUNDS:
+            return self.rounds(item)
+        place = placement(self.world, self.dataset, item.key)
+        meter = EnergyMeter(None, "not measured across processes")
+        if timing is Timing.EPOCHS:
+            if item.key.loader != "resident":
+                raise ValueError("epochs across processes use the resident loader (each rank its shard)")
+            measured = measure_epochs(item, self.dataset, meter, place, first_pass=False)
+        else:
+            measured = measure_runs(item, self.dataset, meter, place, self.options.epochs, first_pass=False)
+        comm = None
+        if timing is Timing.EPOCHS and item.key.world_size > 1:
+            comm = comm_seconds(self.world, training_for(self.world, item.key))
+        return self._together(measured, comm)
+
+    def _together(self, measured: Measured, comm: float | None) -> tuple[Measured, dict[str, Any]] | None:
+        """Every rank's seconds gathered into rank 0's records: the slowest rank's set each unit's time."""
+        per_rank = [self.world.gather(record.samples_s) for record in measured.records]
+        samples = sum(self.world.gather(measured.samples_per_unit))
+        if not self.world.leader:
+            return None
+        records = [
+            replace(record, samples_s=slowest(ranks), per_rank_s=ranks, comm_s=comm)
+            for record, ranks in zip(measured.records, per_rank, strict=True)
+        ]
+        facts = {"backend": self.world.backend, "nnodes": self.world.nnodes}
+        return Measured(records, samples), facts
+
+    def rounds(self, item: Item) -> tuple[Measured, dict[str, Any]] | None:
+        key, world = item.key, self.world
+        monitor = MemoryMonitor(world.device)
+        with monitor:
+            training = training_for(world, key)
+            inputs, labels = fixed_batch(
+                self.dataset, key.batch_size, world.device, offset=world.rank * key.batch_size
+            )
+            step = STEPS[workload(key.workload).step or ""](training, inputs, labels)
+            for _ in range(WARMUP_CALLS):
+                step()
+            synchronize(world.device)
+            per_call, calls = lockstep_rounds(
+                world,
+                step,
+                self.min_round_s,
+                self.options.max_time / self.options.passes,
+                self.options.min_rounds,
+            )
+            comm = comm_seconds(world, training) if key.world_size > 1 else None
+        record = PassRecord(
+            index=item.pass_index,
+            samples_s=per_call,
+            calls_per_round=calls,
+            timer="lockstep rounds between barriers",
+            min_round_s=self.min_round_s,
+            memory=monitor.reading,
+        )
+        return self._together(Measured([record], key.batch_size), comm)
+
+
+def wait_for_leader(world: World) -> None:
+    """The other ranks while rank 0 measures a one-process case alone."""
+    world.barrier(SOLO_TIMEOUT)

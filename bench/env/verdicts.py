@@ -1,0 +1,3 @@
+"""The verdicts of the install check."""
+
+PASS, FAIL, WARN, INFO, SKIP = "PASS", "FAIL", "WARN", "INFO", "SKIP"
