@@ -131,6 +131,9 @@ def _judge(
         failed = " and ".join(name for name, case in (("A", a), ("B", b)) if not case.ok)
         status = "/".join(sorted({case.status.upper() for case in (a, b) if not case.ok}))
         return ComparisonRow(key, a, b, None, f"{status} in {failed}")
+    if a.contended or b.contended:
+        busy = " and ".join(name for name, case in (("A", a), ("B", b)) if case.contended)
+        return ComparisonRow(key, a, b, None, f"contended in {busy}: not compared")
     units_a, units_b = a.independent_samples(), b.independent_samples()
     estimate = ratio_interval(units_a, units_b, confidence)
     if not estimate.testable:

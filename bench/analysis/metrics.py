@@ -13,13 +13,21 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from bench.core.catalog import ENERGY_MIN_WINDOW_S, OVERHEAD_SHARE, Timing, precision_of, workload
+from bench.core.catalog import (
+    COMPUTE_BOUND_SHARE,
+    ENERGY_MIN_WINDOW_S,
+    OVERHEAD_SHARE,
+    Timing,
+    precision_of,
+    workload,
+)
 from bench.core.keys import CaseKey
 from bench.core.plan import peak_key, solo_device
 from bench.core.records import PassRecord
 from bench.core.results import CaseResult, Peaks, Run
 
 DATA_BOUND, OVERHEAD_BOUND, COMPUTE_BOUND = "data-bound", "overhead-bound", "compute-bound"
+UNEXPLAINED, CONTENDED = "unexplained", "contended"
 
 
 # --- epochs ------------------------------------------------------------------------------------------
@@ -124,6 +132,8 @@ def speedup(run: Run, case: CaseResult) -> float | None:
     cpu = run.case(replace(case.key, device="cpu", threads=None))
     if not case.ok or cpu is None or not cpu.ok or not cpu.samples_per_s or not case.samples_per_s:
         return None
+    if case.contended or cpu.contended:
+        return None  # a figure measured while other work held the CPUs is no base for a ratio
     return case.samples_per_s / cpu.samples_per_s
 
 
@@ -169,15 +179,81 @@ def overhead_share(run: Run, case: CaseResult) -> float | None:
 
 
 def verdict(run: Run, case: CaseResult) -> str | None:
-    """What explains most of a step: waiting for data (epochs), the per-op floor times the op count, or
-    else the arithmetic itself. None where there is nothing to judge by."""
+    """What explains most of a step, on evidence only: `contended` when the case's passes waited for
+    CPUs; waiting for data (epochs); the per-op floor times the op count; the arithmetic, only when
+    the step reaches COMPUTE_BOUND_SHARE of the measured peak; else `unexplained`. None where there is
+    nothing to judge by."""
+    if case.contended:
+        return CONTENDED
     waiting = data_share(case) if not workload(case.key.workload).in_rounds else None
     if waiting is not None and waiting >= OVERHEAD_SHARE:
         return DATA_BOUND
     share = overhead_share(run, case)
     if share is None:
         return None
-    return OVERHEAD_BOUND if share >= OVERHEAD_SHARE else COMPUTE_BOUND
+    if share >= OVERHEAD_SHARE:
+        return OVERHEAD_BOUND
+    fraction = peak_fraction(run, case)
+    if fraction is not None and COMPUTE_BOUND_SHARE <= fraction <= 1:
+        return COMPUTE_BOUND
+    return UNEXPLAINED
+
+
+def unexplained_share(run: Run, case: CaseResult) -> float | None:
+    """The share of a step neither the arithmetic at peak nor ops x floor accounts for."""
+    share, fraction = overhead_share(run, case), peak_fraction(run, case)
+    if share is None or fraction is None:
+        return None
+    return max(0.0, 1 - share - fraction)
+
+
+def health(run: Run, case: CaseResult) -> list[str]:
+    """Why a case's figure is not to be trusted: `contended` (its passes waited for CPUs),
+    `above-peak` (more FLOP/s than the device's measured peak: the peak was measured while busy)."""
+    marks = ["contended"] if case.contended else []
+    marks += inconsistencies(run, case)
+    fraction = peak_fraction(run, case) if case.ok else None
+    if fraction is not None and fraction > 1:
+        marks.append("above-peak")
+    return marks
+
+
+# each does the work of the one before and more: per sample, none may be faster than the one before
+NESTED_WORKLOADS = ("forward", "forward_backward", "train_step")
+
+
+def _bounds(case: CaseResult | None) -> tuple[float, float] | None:
+    """The quartiles of a case's time per call (its interval), where it measured."""
+    if case is None or not case.ok or case.median_s is None or case.iqr_s is None:
+        return None
+    return case.median_s - case.iqr_s / 2, case.median_s + case.iqr_s / 2
+
+
+def inconsistencies(run: Run, case: CaseResult) -> list[str]:
+    """The nested workloads of the same setup that this case contradicts: `forward` slower than
+    `forward_backward` (beyond both intervals) cannot be right, whatever the machine did."""
+    if case.key.workload not in NESTED_WORKLOADS:
+        return []
+    index = NESTED_WORKLOADS.index(case.key.workload)
+    mine, found = _bounds(case), []
+    for other_index, name in enumerate(NESTED_WORKLOADS):
+        if other_index == index:
+            continue
+        theirs = _bounds(run.case(replace(case.key, workload=name)))
+        if mine is None or theirs is None:
+            continue
+        smaller_first = (mine, theirs) if index < other_index else (theirs, mine)
+        if smaller_first[0][0] > smaller_first[1][1]:  # the lighter workload's best beats nothing: slower
+            lighter, heavier = sorted((case.key.workload, name), key=NESTED_WORKLOADS.index)
+            found.append(f"inconsistent: {lighter} slower than {heavier}")
+    return found
+
+
+def run_queue_wait(case: CaseResult) -> float | None:
+    """The median share of their time the case's threads waited for a CPU, over its passes."""
+    shares = [r.contention.wait_share for r in case.passes if r.contention is not None]
+    known = [s for s in shares if s is not None]
+    return statistics.median(known) if known else None
 
 
 def energy_figures(case: CaseResult) -> tuple[float, float] | None:
@@ -277,6 +353,10 @@ class Figures:
     ops_per_step: int | None
     overhead_share: float | None
     bound_by: str | None
+    unexplained_share: float | None
+    health: list[str]  # contended, above-peak: figures not to be trusted
+    contended_passes: int
+    run_queue_wait: float | None  # median share of the time the case's threads waited for a CPU
     compile_s: float | None
     recompiles: int | None
     watts: float | None
@@ -339,6 +419,12 @@ def case_figures(run: Run, case: CaseResult) -> Figures:
         ops_per_step=case.ops_per_step,
         overhead_share=overhead_share(run, case),
         bound_by=verdict(run, case) if case.ok else None,
+        unexplained_share=unexplained_share(run, case)
+        if case.ok and verdict(run, case) == UNEXPLAINED
+        else None,
+        health=health(run, case),
+        contended_passes=sum(r.contended for r in case.passes),
+        run_queue_wait=run_queue_wait(case),
         compile_s=case.compile_s,
         recompiles=case.recompiles if case.passes else None,
         watts=energy[0] if energy else None,

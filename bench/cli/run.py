@@ -92,6 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"can test across passes; --max-time is split between them ({default_text('passes')})",
     )
     parser.add_argument(
+        "--retry-contended",
+        type=int,
+        default=1,
+        metavar="N",
+        help="passes added at the end of the sweep for each case whose passes were contended (its threads "
+        "waited for CPUs other work held); both records are kept and its figures use the clean passes "
+        "(default: 1; 0 turns it off)",
+    )
+    parser.add_argument(
         "--nproc",
         type=int,
         default=1,
@@ -148,6 +157,9 @@ def run_options(args: argparse.Namespace) -> Options:
     for name in ("epochs", "epoch_repeats", "train_runs", "passes"):
         if values[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} {values[name]} must be at least 1")
+    if not 0 <= args.retry_contended <= 10:
+        raise UsageError(f"--retry-contended {args.retry_contended} must be between 0 and 10")
+    values["retry_contended"] = args.retry_contended
     if not 0 < values["max_time"] <= 600:
         raise UsageError(f"--max-time {values['max_time']:g} must be between 0 and 600 seconds")
     if not 0 < args.target_accuracy <= 1:

@@ -96,6 +96,8 @@ COUNTING_RULE = (
     "for its weight gradient and 2·m·n for its input gradient, but none for the first layer's input (the "
     "data); biases, ReLU, loss and optimizer not counted"
 )
+# `compute-bound` needs evidence: the step reaches this share of the device's measured matmul peak
+COMPUTE_BOUND_SHARE = 0.4
 OVERHEAD_SHARE = (
     0.5  # a step whose op count times the per-op floor explains this much of it is overhead-bound
 )

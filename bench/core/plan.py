@@ -96,6 +96,7 @@ class Options:
     threads: tuple[int | None, ...] = (None,)  # None: torch's own default
     nproc: int = 1  # processes per data-parallel case (torchrun); 1: none
     side_by_side: bool = False  # with nproc: also nproc independent copies at once
+    retry_contended: int = 0  # passes added at the end for a case with contended passes (bench run: 1)
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"allow_inf_nan": False, "extra": "forbid"}
 
@@ -103,6 +104,8 @@ class Options:
         counts = (self.epochs, self.epoch_repeats, self.train_runs, self.min_rounds, self.passes)
         if min(counts) < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError("epochs, repeats, runs, rounds, passes and batch sizes are at least 1")
+        if not 0 <= self.retry_contended <= 10:
+            raise ValueError("retry_contended is between 0 and 10")
         if not 0 < self.max_time <= 3600 or not 0 < self.target_accuracy <= 1:
             raise ValueError("max_time is in (0, 3600] s and target_accuracy in (0, 1]")
 
@@ -216,7 +219,17 @@ def schedule(cases: list[CaseKey], options: Options) -> list[Item]:
             if count:
                 first = sum(share_of_pass(total, options.passes, p) for p in range(pass_index))
                 items.append(Item(key, pass_index, count, first))
+    for retry in range(options.retry_contended):  # slots: used only by cases with contended passes
+        for key in cases:
+            timing = workload(key.workload).timing
+            first = totals[timing] + retry if timing is not Timing.ROUNDS else 0
+            items.append(Item(key, options.passes + retry, 0 if timing is Timing.ROUNDS else 1, first))
     return items
+
+
+def is_retry(item: Item, options: Options) -> bool:
+    """A slot after the planned passes, for a case whose passes were contended."""
+    return item.pass_index >= options.passes
 
 
 def parallel_options(

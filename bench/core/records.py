@@ -103,6 +103,64 @@ class Validation:
         )
 
 
+# A pass is `contended` when its threads waited for a CPU this share of their time: quiet passes
+# here wait about 1% (per running thread), passes beside one CPU hog 40-70%; 10% leaves a wide
+# margin on both sides. The fallback (involuntary context switches) flags more than 50 a second
+# per thread: a thread the kernel keeps preempting for others (a quiet one sees a handful).
+CONTENDED_WAIT_SHARE = 0.10
+CONTENDED_SWITCHES_PER_S = 50.0
+CONTENDED_STEAL_SHARE = 0.10  # of the VM's CPU time given to a neighbour by the hypervisor
+STEAL_MIN_S = 0.05  # /proc/stat counts in 10 ms ticks: less is below its resolution, not evidence
+
+
+@dataclass(frozen=True)
+class ContentionRecord:
+    """How much a pass's own threads waited for a CPU while it was timed (raw readings), and by which
+    source: `schedstat` (run-queue wait per thread) or `ctx_switches` (involuntary switches)."""
+
+    source: Literal["schedstat", "ctx_switches"]
+    wall_s: float
+    threads: int  # threads that ran during the pass
+    wait_s: float | None = None  # schedstat: run-queue wait summed over those threads
+    involuntary_switches: int | None = None  # ctx_switches
+    steal_s: float | None = None  # CPU time the hypervisor gave away over the pass, all CPUs
+    cpus: int | None = None
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
+
+    def __post_init__(self) -> None:
+        require(
+            0 < self.wall_s < MAX_SAMPLE_S and self.threads >= 1, "contention needs wall_s > 0, threads >= 1"
+        )
+        figures = [self.wait_s, self.involuntary_switches, self.steal_s]
+        require(all(v is None or v >= 0 for v in figures), "waits, switches and steal are not negative")
+
+    @property
+    def wait_share(self) -> float | None:
+        """Run-queue wait per running thread, as a share of the pass's wall time."""
+        return self.wait_s / (self.wall_s * self.threads) if self.wait_s is not None else None
+
+    @property
+    def steal_share(self) -> float | None:
+        return self.steal_s / (self.wall_s * self.cpus) if self.steal_s is not None and self.cpus else None
+
+    @property
+    def contended(self) -> bool:
+        wait, steal, switches = self.wait_share, self.steal_share, self.switches_per_s
+        return (
+            (wait is not None and wait > CONTENDED_WAIT_SHARE)
+            or (switches is not None and switches > CONTENDED_SWITCHES_PER_S)
+            or (steal is not None and steal > CONTENDED_STEAL_SHARE and (self.steal_s or 0) >= STEAL_MIN_S)
+        )
+
+    @property
+    def switches_per_s(self) -> float | None:
+        """Involuntary context switches per running thread and second (the fallback source)."""
+        if self.involuntary_switches is None:
+            return None
+        return self.involuntary_switches / (self.wall_s * self.threads)
+
+
 @dataclass(frozen=True)
 class PassRecord:
     """What one pass of a case measured. `samples_s` are raw seconds: per call (rounds) or per epoch.
@@ -131,8 +189,13 @@ class PassRecord:
     memory: MemoryRecord | None = None
     energy: EnergyRecord | None = None
     wall_s: float | None = None
+    contention: ContentionRecord | None = None  # while the pass was timed (None: not measured)
 
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
+
+    @property
+    def contended(self) -> bool:
+        return self.contention is not None and self.contention.contended
 
     def __post_init__(self) -> None:
         require(self.index >= 0, "a pass index is at least 0")

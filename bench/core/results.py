@@ -80,9 +80,20 @@ class CaseResult:
     # --- derived from the pass records ---
 
     @cached_property
+    def clean_passes(self) -> list[PassRecord]:
+        """The passes whose threads got their CPUs (not `contended`)."""
+        return [record for record in self.passes if not record.contended]
+
+    @property
+    def contended(self) -> bool:
+        """The figure rests on contended passes: no pass of the case had the CPUs to itself."""
+        return bool(self.passes) and not self.clean_passes
+
+    @cached_property
     def samples_s(self) -> list[float]:
-        """Every sample of every pass, in the order they were taken."""
-        return [sample for record in self.passes for sample in record.samples_s]
+        """The samples the case's figures rest on, in the order they were taken: those of the clean
+        passes where there are any, else of every pass (and the case is `contended`)."""
+        return [sample for record in (self.clean_passes or self.passes) for sample in record.samples_s]
 
     @cached_property
     def summary(self) -> Summary | None:
@@ -165,8 +176,9 @@ class CaseResult:
         spread over the run, training runs have their own seeds. A single pass of rounds falls back
         to the medians of five stretches of its rounds; a single pass of epochs to its epochs.
         """
-        if len(self.passes) >= 2:
-            return [record.median_s for record in self.passes]
+        records = self.clean_passes or self.passes
+        if len(records) >= 2:
+            return [record.median_s for record in records]
         if workload(self.key.workload).in_rounds:
             return block_medians(self.samples_s)
         return list(self.samples_s)

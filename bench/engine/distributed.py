@@ -34,6 +34,7 @@ from bench.core.catalog import Timing, workload
 from bench.core.keys import CaseKey
 from bench.core.plan import Item, Options
 from bench.core.records import PassRecord
+from bench.env.contention import Watch
 from bench.measure.data import Dataset
 from bench.measure.devices import device_clock, synchronize
 from bench.measure.energy import EnergyMeter
@@ -252,13 +253,14 @@ class ParallelMeasure:
             for _ in range(WARMUP_CALLS):
                 step()
             synchronize(world.device)
-            per_call, calls = lockstep_rounds(
-                world,
-                step,
-                self.min_round_s,
-                self.options.max_time / self.options.passes,
-                self.options.min_rounds,
-            )
+            with Watch() as watch:  # this rank's threads; rank 0's record keeps its own
+                per_call, calls = lockstep_rounds(
+                    world,
+                    step,
+                    self.min_round_s,
+                    self.options.max_time / self.options.passes,
+                    self.options.min_rounds,
+                )
             comm = comm_seconds(world, training) if key.world_size > 1 else None
         record = PassRecord(
             index=item.pass_index,
@@ -267,6 +269,7 @@ class ParallelMeasure:
             timer="lockstep rounds between barriers",
             min_round_s=self.min_round_s,
             memory=monitor.reading,
+            contention=watch.record,
         )
         return self._together(Measured([record], key.batch_size), comm)
 

@@ -18,7 +18,7 @@ from typing import Any
 from bench.core.catalog import STOPPING_STATUSES, Status
 from bench.core.errors import one_line
 from bench.core.keys import CaseKey
-from bench.core.plan import Item, Options, schedule
+from bench.core.plan import Item, Options, is_retry, schedule
 from bench.core.results import CaseResult, Run
 from bench.core.store import save_run
 from bench.engine.progress import Progress, describe
@@ -29,6 +29,11 @@ from bench.measure.devices import min_round_s
 from bench.measure.energy import EnergyMeter, meter_for
 from bench.measure.failures import is_out_of_memory, release_memory
 from bench.measure.records import Measured, case_context, measure_one_process
+
+
+def needs_retry(case: CaseResult | None, options: Options) -> bool:
+    """A measured case with fewer clean passes than planned gets another pass at the end of the sweep."""
+    return case is not None and case.ok and len(case.clean_passes) < min(options.passes, len(case.passes))
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Sweep:
         earlier = self.run.case(item.key)
         if earlier is not None and item_recorded(earlier, item):
             return "done"
+        if is_retry(item, self.options) and not needs_retry(earlier, self.options):
+            return "done"  # its passes got their CPUs: the slot is not needed
         if earlier is not None and earlier.status in STOPPING_STATUSES:
             return "stopped"
         return "parallel" if item.key.processes > 1 else "solo"

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from bench.core.errors import CheckFailure, one_line
+from bench.core.records import CONTENDED_WAIT_SHARE
 from bench.core.results import CheckLine
 from bench.env import collect as envmod
 from bench.env.check_cuda import CUDA_DRIVER_MINIMUM, cuda_lines
@@ -54,6 +55,32 @@ class CheckReport:
         }
 
 
+def load_lines(facts: dict[str, Any]) -> list[CheckLine]:
+    """Whether other work will share the CPUs with the benchmark: torch's threads plus the busy
+    processes against the usable CPUs, and the run-queue wait of a short probe (which sees what
+    process lists cannot, inside containers)."""
+    cpu, load = facts.get("cpu", {}), facts.get("load", {})
+    threads, usable = cpu.get("torch_threads"), cpu.get("usable_cpus")
+    busy = load.get("busy_processes") if isinstance(load.get("busy_processes"), list) else []
+    wait = load.get("probe_wait_share")
+    if not isinstance(threads, int) or not isinstance(usable, (int, float)) or load.get("available") is False:
+        return []
+    busy_cpus = sum(p.get("cpu_percent", 0) for p in busy) / 100
+    problems = []
+    if threads + busy_cpus > usable + 0.5:
+        names = ", ".join(f"{p.get('name')} ({p.get('cpu_percent')}%)" for p in busy[:3])
+        problems.append(f"torch's {threads} threads plus {busy_cpus:.1f} CPUs of other work ({names}) exceed the "
+                        f"{usable:g} usable CPUs")  # fmt: skip
+    if isinstance(wait, (int, float)) and wait > CONTENDED_WAIT_SHARE:
+        problems.append(f"a 0.2 s probe waited {wait:.0%} of its time for a CPU")
+    if not problems:
+        detail = "no other busy process" if not busy else f"{busy_cpus:.1f} CPUs of other work"
+        wait_text = f", probe waited {wait:.0%} for a CPU" if isinstance(wait, (int, float)) else ""
+        return [CheckLine("load", PASS, f"{detail}{wait_text}")]
+    hint = f"stop the other job, or run with --threads {max(1, int(usable - busy_cpus))}; figures measured now will be marked contended"
+    return [CheckLine("load", WARN, "; ".join(problems), hint)]
+
+
 def run_check(
     probes: Probes, require: tuple[str, ...] = (), env: dict[str, Any] | None = None
 ) -> CheckReport:
@@ -65,6 +92,7 @@ def run_check(
     lines += _flavour_lines(facts)
     lines += _torchvision_lines(facts)
     lines += _cpu_lines(facts)
+    lines += load_lines(facts)
     gpu_lines, cuda_devices = cuda_lines(facts, require_cuda="cuda" in require)
     lines += gpu_lines
     for device in ["cpu", *cuda_devices]:

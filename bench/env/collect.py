@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from bench.core.errors import one_line
+from bench.env.contention import probe_wait_share
 from bench.env.nvml import collect_nvml, unavailable
 
 Facts = dict[str, Any]
@@ -240,7 +241,12 @@ def collect_load(sample_s: float = 0.2, busy_percent: float = 20.0) -> Facts:
         if process.pid != me and percent >= busy_percent:
             busy.append({"pid": process.pid, "name": process.info["name"], "cpu_percent": round(percent)})
     busy.sort(key=lambda entry: -entry["cpu_percent"])
-    return {"loadavg": load, "busy_processes": busy[:10], "cpu_percent": psutil.cpu_percent(None)}
+    return {
+        "loadavg": load,
+        "busy_processes": busy[:10],
+        "cpu_percent": psutil.cpu_percent(None),
+        "probe_wait_share": probe_wait_share(),
+    }
 
 
 def cpu_time_split() -> dict[str, float]:

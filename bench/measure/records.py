@@ -26,6 +26,7 @@ from bench.core.catalog import Timing, workload
 from bench.core.keys import CaseKey
 from bench.core.plan import Item
 from bench.core.records import EnergyRecord, PassRecord
+from bench.env.contention import Watch
 from bench.measure import modes
 from bench.measure.data import Dataset
 from bench.measure.devices import synchronize
@@ -127,8 +128,9 @@ def measure_rounds(
         graphs = modes.compiled_graphs() if key.mode == "compile" else None
         gc.collect()  # pytest-benchmark keeps the collector off during the rounds (disable_gc)
         joules_before, start = meter.read(), time.perf_counter()
-        benchmark(step)
-        synchronize(key.device)
+        with Watch() as watch:
+            benchmark(step)
+            synchronize(key.device)
         window, joules = time.perf_counter() - start, meter.joules_between(joules_before, meter.read())
         recompiles = modes.compiled_graphs() - graphs if graphs is not None else None
     stats = benchmark.stats
@@ -142,6 +144,7 @@ def measure_rounds(
         recompiles=recompiles,
         memory=monitor.reading,
         energy=energy_record(meter, [joules], window),
+        contention=watch.record,
     )
     facts = step_facts(key, dataset, training, step) if first_pass else {}
     return Measured([record], key.batch_size, facts)
@@ -158,9 +161,10 @@ def measure_epochs(
         training = place.build(0)
         hooks = Hooks(_graphs_after_warm_up(key, graphs), place.before_epoch, monitor.sample, meter)
         source = place.source(item.pass_index)
-        timings = time_epochs(
-            training, source, len(dataset.train_labels), key.batch_size, item.repeats, hooks
-        )
+        with Watch() as watch:
+            timings = time_epochs(
+                training, source, len(dataset.train_labels), key.batch_size, item.repeats, hooks
+            )
         recompiles = _recompiles(key, graphs)
     record = PassRecord(
         index=item.pass_index,
@@ -173,6 +177,7 @@ def measure_epochs(
         memory=monitor.reading,
         energy=energy_record(meter, [t.energy_j for t in timings], sum(t.seconds for t in timings)),
         wall_s=round(time.perf_counter() - start, 3),
+        contention=watch.record,
     )
     facts = step_facts(key, dataset, training) if first_pass and key.processes == 1 else {}
     return Measured([record], timings[0].samples, facts)
@@ -192,9 +197,10 @@ def measure_runs(
             training = place.build(run_index)
             hooks = Hooks(_graphs_after_warm_up(key, graphs), place.before_epoch, monitor.sample, meter)
             source = place.source(run_index)
-            run = train_epochs(
-                training, source, dataset, key.batch_size, epochs, run_index, hooks, place.evaluates
-            )
+            with Watch() as watch:
+                run = train_epochs(
+                    training, source, dataset, key.batch_size, epochs, run_index, hooks, place.evaluates
+                )
             recompiles = _recompiles(key, graphs)
         records.append(
             PassRecord(
@@ -211,6 +217,7 @@ def measure_runs(
                 memory=monitor.reading,
                 energy=energy_record(meter, run.energy_j, sum(run.epoch_seconds)),
                 wall_s=round(time.perf_counter() - start, 3),
+                contention=watch.record,
             )
         )
         samples = run.samples_per_epoch

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bench.core.catalog import PRECISIONS, dataset_display_name
 from bench.core.facts import fact, fact_text
+from bench.core.records import CONTENDED_WAIT_SHARE
 from bench.core.results import MeterFacts, Peaks, Run, TimingPolicy
 from bench.render.units import fmt_flops, fmt_seconds
 
@@ -23,6 +25,22 @@ def environment_line(env: Any) -> str:
         f"({fact_text(env, 'cpu', 'usable_cpus')} usable CPUs, {fact_text(env, 'cpu', 'torch_threads')} torch "
         f"threads); GPUs: {', '.join(names) or 'none'}{where}"
     )
+
+
+def contention_lines(run: Run, strong: Callable[[str], str]) -> list[str]:
+    """How many cases rest on passes whose threads waited for CPUs, and what to do about it."""
+    measured = [c for c in run.cases if c.passes and any(r.contention is not None for r in c.passes)]
+    if not measured:
+        return []
+    contended = [c for c in measured if c.contended]
+    if not contended:
+        return [f"Contention: none ({len(measured)} cases measured with their CPUs to themselves)."]
+    return [
+        f"{strong(f'CONTENDED: {len(contended)} of {len(measured)} cases')}: their threads waited for a CPU "
+        f"more than {CONTENDED_WAIT_SHARE:.0%} of the time in every pass (other work held the CPUs). Their "
+        "cells are marked ‼ and left out of speedups, verdicts and compare's decisions. Stop the other work "
+        "(or run with fewer `--threads`) and run again."
+    ]
 
 
 def header_lines(run: Run, markup: bool = True) -> list[str]:
@@ -59,6 +77,7 @@ def header_lines(run: Run, markup: bool = True) -> list[str]:
     elif dataset.note and dataset.requested == "auto":
         lines.append(f"Why synthetic: {dataset.note}.")
     lines.append(f"Environment: {environment_line(run.env)}.")
+    lines += contention_lines(run, strong)
     loadavg = fact(run.env, "load", "loadavg")
     if isinstance(loadavg, list):
         busy = fact(run.env, "load", "busy_processes")

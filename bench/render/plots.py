@@ -132,6 +132,10 @@ def _rate_line(axis: Any, cases: list[CaseResult], label: str) -> None:
     good = sorted((c for c in cases if c.ok and c.samples_per_s), key=lambda c: c.key.batch_size)
     if good:
         axis.plot([c.key.batch_size for c in good], [c.samples_per_s for c in good], marker="o", label=label)
+    contended = [c for c in good if c.contended]
+    if contended:  # drawn, but ringed: these points are not to be trusted
+        axis.scatter([c.key.batch_size for c in contended], [c.samples_per_s for c in contended], s=120,
+                     facecolors="none", edgecolors="orange", label=f"{label}: contended ‼")  # fmt: skip
     failed = [c for c in cases if not c.ok]
     if failed:
         statuses = "/".join(sorted({c.status.upper() for c in failed}))

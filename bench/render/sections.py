@@ -231,6 +231,13 @@ def energy_cell(cell: Cell) -> str:
     return "timed work < 1 s" if meter is not None and meter.available else "n/a"
 
 
+def _bound_by(cell: Cell) -> str:
+    figures = cell.figures
+    if figures.unexplained_share is not None:
+        return f"{figures.bound_by} ({figures.unexplained_share:.0%} of the step)"
+    return figures.bound_by or "–"
+
+
 EFFICIENCY_AFTER = [
     BATCH,
     Column("samples/s", lambda c: fmt_rate(c.figures.samples_per_s), "samples_per_s"),
@@ -238,7 +245,7 @@ EFFICIENCY_AFTER = [
     Column("% of peak", lambda c: fmt_percent(c.figures.peak_fraction), "peak_fraction"),
     Column("ops/step", lambda c: c.case.ops_per_step if c.case.ops_per_step is not None else "–", "ops_per_step"),
     Column("ops × floor", lambda c: fmt_percent(c.figures.overhead_share), "overhead_share"),
-    Column("bound by", lambda c: c.figures.bound_by or "–", "bound_by"),
+    Column("bound by", lambda c: _bound_by(c), "bound_by"),
     Column("energy per 1,000 samples", energy_cell, "joules_per_1000_samples"),
 ]  # fmt: skip
 
@@ -285,6 +292,8 @@ CASES_AFTER = [
     Column("median", lambda c: fmt_seconds(c.figures.median_s), "median_s"),
     Column("spread (IQR/median)", lambda c: fmt_percent(c.figures.spread), "spread"),
     Column("noisy", lambda c: "noisy" if c.figures.noisy else "", "noisy"),
+    Column("health", lambda c: ", ".join(c.figures.health), "health"),
+    Column("CPU wait", lambda c: fmt_percent(c.figures.run_queue_wait), "run_queue_wait"),
     Column("n", lambda c: c.figures.n or "", "n"),
     Column("passes", lambda c: c.figures.passes or "", "passes"),
     Column("samples/s", lambda c: fmt_rate(c.figures.samples_per_s) if c.case.ok else "", "samples_per_s"),

@@ -42,7 +42,8 @@ SECTIONS = (
         "Throughput (samples/s, higher is better)",
         lambda run: (
             f"Cells marked `~` are noisy (spread IQR/median above {NOISY_SPREAD:.0%}; quartiles are "
-            f"{QUARTILE_METHOD}); OOM, error, skipped and invalid cells were attempted and are explained in All cases."
+            f"{QUARTILE_METHOD}); cells marked `‼` are contended (their threads waited for CPUs other work held: "
+            "not to be trusted). OOM, error, skipped and invalid cells were attempted and are explained in All cases."
         ),
         sections.throughput_table,
     ),

@@ -47,13 +47,18 @@ def status_cell(case: CaseResult) -> str:
     return STATUS_CELL.get(case.status, str(case.status))
 
 
+CONTENDED_MARK = " ‼"  # its passes waited for CPUs other work held: not to be trusted (not `~`: noise)
+
+
 def rate_cell(case: CaseResult | None) -> str:
     """A throughput cell: the number, `~` when noisy, or OOM/error/skipped/invalid: never a number for those."""
     if case is None:
         return ""
     if not case.ok:
         return status_cell(case)
-    return fmt_rate(case.samples_per_s) + (NOISY_MARK if case.noisy else "")
+    return fmt_rate(case.samples_per_s) + (
+        CONTENDED_MARK if case.contended else NOISY_MARK if case.noisy else ""
+    )
 
 
 def devices_of(run: Run) -> list[str]:

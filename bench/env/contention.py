@@ -1,0 +1,126 @@
+"""How long this process's own threads waited for a CPU while a pass was timed.
+
+Spread and load averages cannot tell a ruined measurement from a fine one: a pass of the MLP's
+forward at 2 threads waited 1-2% of its wall time for a CPU on a quiet 2-vCPU VM and 75-135% with
+one CPU hog beside it, while its throughput fell 4-19x. Linux keeps that wait per thread
+(`/proc/self/task/*/schedstat`, second field: nanoseconds runnable but not running); it costs a
+file read per thread and works inside containers, where other processes are invisible. Where it
+cannot be read (macOS, restricted kernels), involuntary context switches (psutil) stand in, and
+the record says which source it came from. The machine's steal time (a hypervisor giving the VM's
+CPUs to a neighbour) is read alongside from `/proc/stat`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.core.records import ContentionRecord
+
+PROC = Path("/proc")
+TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+RAN_SHARE = 0.01  # a thread that ran less than 1% of the pass took no part in it (idle pool threads)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One moment: per thread (on-CPU ns, run-queue wait ns), or the involuntary switches; the steal."""
+
+    at: float
+    threads: dict[str, tuple[int, int]] | None
+    involuntary_switches: int | None
+    steal_ticks: int | None
+
+
+def _schedstat(proc: Path) -> dict[str, tuple[int, int]] | None:
+    tasks = proc / "self" / "task"
+    try:
+        names = os.listdir(tasks)
+    except OSError:
+        return None
+    threads = {}
+    for name in names:
+        try:
+            fields = (tasks / name / "schedstat").read_text().split()
+            threads[name] = (int(fields[0]), int(fields[1]))
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return threads or None
+
+
+def _steal_ticks(proc: Path) -> int | None:
+    try:
+        first = (proc / "stat").read_text().splitlines()[0].split()
+        return int(first[8]) if first[0] == "cpu" and len(first) > 8 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _involuntary_switches() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.Process().num_ctx_switches().involuntary)
+    except Exception:  # no psutil, or a platform without the counter: no fallback
+        return None
+
+
+def read(proc: Path = PROC) -> Reading:
+    threads = _schedstat(proc)
+    switches = None if threads is not None else _involuntary_switches()
+    return Reading(time.perf_counter(), threads, switches, _steal_ticks(proc))
+
+
+def between(before: Reading, after: Reading, cpus: int | None = None) -> ContentionRecord | None:
+    """The contention of the stretch between two readings, or None where neither source works."""
+    wall = after.at - before.at
+    if wall <= 0:
+        return None
+    steal = None
+    if before.steal_ticks is not None and after.steal_ticks is not None:
+        steal = max(0, after.steal_ticks - before.steal_ticks) / TICKS_PER_S
+    cpus = cpus or os.cpu_count() or 1
+    if before.threads is not None and after.threads is not None:
+        ran, wait = 0, 0
+        for name, (run_ns, wait_ns) in after.threads.items():
+            run0, wait0 = before.threads.get(name, (0, 0))
+            wait += max(0, wait_ns - wait0)
+            ran += (run_ns - run0) / 1e9 >= RAN_SHARE * wall
+        return ContentionRecord(
+            "schedstat", round(wall, 6), max(ran, 1), wait_s=wait / 1e9, steal_s=steal, cpus=cpus
+        )
+    if before.involuntary_switches is not None and after.involuntary_switches is not None:
+        switches = max(0, after.involuntary_switches - before.involuntary_switches)
+        return ContentionRecord("ctx_switches", round(wall, 6), 1, involuntary_switches=switches, steal_s=steal,
+                                cpus=cpus)  # fmt: skip
+    return None
+
+
+class Watch:
+    """`with Watch() as watch: ...` then `watch.record`: the contention of what ran inside."""
+
+    def __init__(self, proc: Path = PROC) -> None:
+        self.proc, self.record = proc, None
+        self._before: Reading | None = None
+
+    def __enter__(self) -> Watch:
+        self._before = read(self.proc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._before is not None:
+            self.record = between(self._before, read(self.proc))
+
+
+def probe_wait_share(seconds: float = 0.2, proc: Path = PROC) -> float | None:
+    """Spins this thread for `seconds`: the share of it the thread waited for a CPU (None: unknown).
+    Before a run, and where other processes are invisible (containers), this is what shows a busy
+    machine."""
+    with Watch(proc) as watch:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+    record = watch.record
+    return record.wait_share if record is not None else None
