@@ -274,6 +274,9 @@ def collect_container(root: Path = Path("/")) -> Facts:
         "markers": markers,
         "image": os.environ.get("BENCH_IMAGE"),
         "image_flavour": os.environ.get("BENCH_IMAGE_FLAVOUR"),
+        "base_image": os.environ.get(
+            "BENCH_BASE_IMAGE"
+        ),  # what the image was built FROM (its digest if pinned)
     }
 
 
