@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.cli.args import (
     comma_list,
+    finite_float,
     parse_batch_sizes,
     parse_choices,
     parse_threads,
@@ -81,13 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--target-accuracy",
-        type=float,
+        type=finite_float,
         default=0.80,
         help="test accuracy the train workload reports the time to reach (default: 0.80)",
     )
     parser.add_argument(
         "--max-time",
-        type=float,
+        type=finite_float,
         help="seconds pytest-benchmark spends timing each case timed in rounds, all passes together "
         f"({default_text('max_time')})",
     )
