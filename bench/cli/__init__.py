@@ -63,6 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = EXIT_INTERRUPTED
         sys.stdout.flush()  # a closed pipe shows here, inside the guard, not in the interpreter's exit
         return code
+    except (
+        SystemExit
+    ):  # argparse's --help, --version and usage errors: their output may hit a closed pipe too
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _reader_gone()
+        raise
     except BrokenPipeError:
         return _reader_gone()
     except Exception as error:  # not SystemExit (argparse's own exits) nor KeyboardInterrupt
