@@ -170,7 +170,8 @@ def _crash(where: str, *args: str, env: dict[str, str]) -> tuple[int, str]:
 
 
 def _log_named(stderr: str) -> Path:
-    match = re.search(r"the traceback is in (\S+\.log)", stderr)
+    assert len(stderr.splitlines()) == 1, stderr  # one line: what happened and where the traceback is
+    match = re.search(r"; the traceback is in (\S+\.log) \(please report it\)$", stderr.strip())
     assert match, stderr
     return Path(match.group(1))
 

@@ -63,9 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = EXIT_INTERRUPTED
         sys.stdout.flush()  # a closed pipe shows here, inside the guard, not in the interpreter's exit
         return code
-    except (
-        SystemExit
-    ):  # argparse's --help, --version and usage errors: their output may hit a closed pipe too
+    except SystemExit:
+        # argparse's --help, --version and usage errors: their output may meet a closed pipe too
         try:
             sys.stdout.flush()
         except BrokenPipeError:
@@ -93,13 +92,9 @@ def _reader_gone() -> int:
 def _crashed(command: str, argv: Sequence[str], error: Exception) -> int:
     """One line naming the error and the crash log; the traceback goes into the log."""
     log = write_crash_log(error, argv, __version__)
-    where = f"the traceback is in {log}" if log else "no crash log could be written"
+    where = f"the traceback is in {log} (please report it)" if log else "no crash log could be written"
     try:
-        print(
-            f"bench {command}: internal error: {one_line(error, 300)}\n  {where}; please report it "
-            "with that file",
-            file=sys.stderr,
-        )
+        print(f"bench {command}: internal error: {one_line(error, 300)}; {where}", file=sys.stderr)
         if log is None:  # nowhere to keep it: the traceback is better on the terminal than lost
             import traceback
 
