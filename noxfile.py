@@ -437,7 +437,7 @@ def bench_torch(session: nox.Session, torch: str) -> None:
 @nox.session(default=False)
 def container(session: nox.Session) -> None:
     """Build the CPU image, run it with Compose, check the tables on the host; cleans up (needs Docker)."""
-    install_once(session, ["pytest>=8"])
+    install_once(session, ["pytest>=8", "pyyaml>=6"])  # pyyaml: the PyTorchJob manifest's checks
     # --noconftest: the suite's conftest imports torch, which this light environment does not need
     session.run(
         "pytest", "tests/test_container.py", "--noconftest", "-m", "container", "-rs", *session.posargs

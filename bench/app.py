@@ -10,7 +10,6 @@ cases are saved and rendered).
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.catalog import Status, dataset_display_name
+from bench.core.envvars import env_int, env_path, env_text
 from bench.core.errors import BenchError, UsageError
 from bench.core.plan import Options, plan
 from bench.core.results import CheckLine, ProcessFacts, Run
@@ -119,7 +119,7 @@ def new_run(request: RunRequest, facts: dict[str, Any], check: CheckReport, data
         dataset=dataset.info,
         options=request.options,
         planned_cases=len(plan(request.options)),
-        command_line=os.environ.get(COMMAND_LINE_ENV) or shlex.join(["bench", *request.argv]),
+        command_line=env_text(COMMAND_LINE_ENV) or shlex.join(["bench", *request.argv]),
         check=[CheckLine(**line) for line in check.to_dict()["lines"]],
     )
 
@@ -208,7 +208,7 @@ def rank_job(request: RunRequest) -> int:
             torch.set_num_threads(options.threads[0])
         run_id = new_run_id()
         folder = request.out if request.out else default_run_folder(Path("results"), run_id)
-        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        restarted = env_int("TORCHELASTIC_RESTART_COUNT", 0) > 0
         dataset = load_dataset(request.dataset, request.data_dir, download=request.download and world.leader)
         resumed = world.leader and (request.resume or restarted) and (folder / RESULTS_FILE).exists()
         if resumed:
@@ -225,7 +225,7 @@ def rank_job(request: RunRequest) -> int:
         finally:
             if world.leader:
                 write_tables(run, folder)
-        if world.leader and not os.environ.get(FAULT_DIR_ENV):  # torchrun started it, not bench run --nproc
+        if world.leader and env_path(FAULT_DIR_ENV) is None:  # torchrun started it, not bench run --nproc
             finish_run(request, run, folder)
         return EXIT_OK
     except BaseException as error:

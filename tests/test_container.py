@@ -71,6 +71,88 @@ def test_compose_configuration_is_valid_including_the_gpu_service(docker: None) 
     assert cpu["shm_size"] in ("1gb", 1073741824, "1073741824")
 
 
+HARDENED_SERVICES = ("bench", "bench-cpu", "node0", "node1")
+
+
+def _compose_config(env: dict[str, str] | None = None) -> dict:
+    result = _run("docker", "compose", "--profile", "two-node", "config", "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_compose_locks_every_service_down(docker: None) -> None:
+    """Read-only root with a tmpfs /tmp, no capabilities, no privilege gain, an init as PID 1, resource
+    limits, the data volume reached through the image's group: `docker compose config`, no build."""
+    config = _compose_config()
+    for name in HARDENED_SERVICES:
+        service = config["services"][name]
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["init"] is True, name  # docker stop's SIGTERM reaches bench, not an ignoring PID 1
+        assert any(mount.startswith("/tmp:") and "size=" in mount for mount in service["tmpfs"]), name
+        assert int(service["mem_limit"]) == 16 * 2**30, name
+        assert "cpus" not in service or float(service["cpus"]) == 0, name  # default: all the host's CPUs
+        assert service["pids_limit"] == 4096, name
+        assert service["group_add"] == ["1000"], name
+        if "build" in service:
+            assert service["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim", name
+
+
+def test_compose_limits_and_base_image_come_from_the_environment(docker: None) -> None:
+    pinned = "python:3.11-slim@sha256:" + "0" * 64
+    config = _compose_config(
+        {
+            "BENCH_MEM_LIMIT": "3g",
+            "BENCH_CPUS": "1.5",
+            "BENCH_PIDS_LIMIT": "512",
+            "BENCH_TMP_SIZE": "256m",
+            "BENCH_BASE_IMAGE": pinned,
+            "BENCH_IMAGE_GID": "4321",
+        }
+    )
+    for name in HARDENED_SERVICES:
+        service = config["services"][name]
+        assert int(service["mem_limit"]) == 3 * 2**30, name
+        assert float(service["cpus"]) == 1.5, name
+        assert service["pids_limit"] == 512, name
+        assert "/tmp:size=256m,mode=1777" in service["tmpfs"], name
+        assert service["group_add"] == ["4321"], name
+    for name in ("bench", "bench-cpu"):
+        assert config["services"][name]["build"]["args"]["BASE_IMAGE"] == pinned
+
+
+def test_dockerfile_records_its_base_and_keeps_the_data_volume_to_its_user() -> None:
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}\nARG BASE_IMAGE\n" in text
+    assert 'org.opencontainers.image.base.name="${BASE_IMAGE}"' in text
+    assert "BENCH_BASE_IMAGE=${BASE_IMAGE}" in text
+    assert "1777" not in text and "chown bench:bench /app/results /data" in text
+    assert "USER ${BENCH_UID}:${BENCH_GID}" in text  # numeric: runAsNonRoot can verify it
+
+
+def test_pytorchjob_pods_are_locked_down_and_bounded() -> None:
+    yaml = pytest.importorskip("yaml")
+    job = yaml.safe_load((ROOT / "docker" / "pytorchjob.yaml").read_text())
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert set(replicas) == {"Master", "Worker"}
+    for role, replica in replicas.items():
+        pod = replica["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, role
+        assert pod["securityContext"]["runAsUser"] != 0, role
+        (container,) = pod["containers"]
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False, role
+        assert security["readOnlyRootFilesystem"] is True, role
+        assert security["capabilities"]["drop"] == ["ALL"], role
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][kind]), (role, kind)
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        assert volumes["shm"]["emptyDir"]["medium"] == "Memory" and volumes["shm"]["emptyDir"]["sizeLimit"]
+        mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+        assert {"/dev/shm", "/tmp", "/app/results", "/data"} <= mounts, role  # all it writes, root read-only
+
+
 def test_cpu_image_runs_the_benchmark_and_leaves_tables_owned_by_the_caller(docker: None) -> None:
     environment = {"BENCH_TORCH_INDEX_BASE": os.environ.get("BENCH_TORCH_INDEX_BASE", "")}
     build = _run("docker", "compose", "build", "bench-cpu", env=environment)
@@ -78,6 +160,11 @@ def test_cpu_image_runs_the_benchmark_and_leaves_tables_owned_by_the_caller(dock
 
     user = _run("docker", "image", "inspect", CPU_IMAGE, "--format", "{{.Config.User}}").stdout.strip()
     assert user and user not in ("root", "0", "0:0"), f"the image runs as {user!r}"
+    base = _run(
+        "docker", "image", "inspect", CPU_IMAGE, "--format",
+        '{{index .Config.Labels "org.opencontainers.image.base.name"}}',
+    ).stdout.strip()  # fmt: skip
+    assert base == "python:3.11-slim"
 
     (ROOT / "results").mkdir(exist_ok=True)
     folder = f"container-test-{uuid.uuid4().hex[:8]}"
@@ -96,6 +183,7 @@ def test_cpu_image_runs_the_benchmark_and_leaves_tables_owned_by_the_caller(dock
         data = json.loads((output / "results.json").read_text())
         assert data["env"]["container"]["in_container"] is True
         assert data["env"]["container"]["image"] == CPU_IMAGE
+        assert data["env"]["container"]["base_image"] == "python:3.11-slim"
         assert data["state"] == "complete" and data["cases"]
         assert all(case["status"] == "ok" for case in data["cases"]), data["cases"]
         # throughput from the table (results.json keeps the raw timings, not the derived rate)

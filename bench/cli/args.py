@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 from collections.abc import Sequence
 
 from bench.core.errors import UsageError
+
+
+def finite_float(text: str) -> float:
+    """argparse's `type` for every float option: a number, never NaN or ±infinity (exit 2, with usage).
+
+    `float()` takes "nan", "inf" and "-inf"; a NaN threshold compares false with everything, so
+    `compare --fail-above nan` would switch the regression gate off without a word.
+    """
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number (NaN and infinity are refused)")
+    return number
 
 
 def comma_list(text: str, option: str, example: str) -> list[str]:

@@ -23,5 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import app
+    from bench.core.envvars import check_environment
+
+    check_environment()  # the facts read OMP_NUM_THREADS, CUDA_VISIBLE_DEVICES, BENCH_IMAGE, ...
 
     return app.check_job(args.json, args.require)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.analysis.compare import MIN_EFFECT
+from bench.cli.args import finite_float
 from bench.core.errors import UsageError
 
 HELP = "compare two runs case by case (B relative to A)"
@@ -17,13 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("candidate", type=Path, help="run B: folder or results.json")
     parser.add_argument(
         "--fail-above",
-        type=float,
+        type=finite_float,
         metavar="PCT",
         help="exit 1 if any case is significantly slower than A by more than PCT percent (default: never)",
     )
     parser.add_argument(
         "--min-effect",
-        type=float,
+        type=finite_float,
         metavar="PCT",
         default=MIN_EFFECT * 100,
         help="the smallest change called slower or faster, either way, in percent; raise it on shared "

@@ -7,12 +7,19 @@ devices come last, since naming a GPU needs torch to know what this machine has.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.cli.args import comma_list, parse_batch_sizes, parse_choices, parse_threads, whole_usable_cpus
+from bench.cli.args import (
+    comma_list,
+    finite_float,
+    parse_batch_sizes,
+    parse_choices,
+    parse_threads,
+    whole_usable_cpus,
+)
 from bench.core.catalog import DATA_DIR_ENV, DATASETS, LOADERS, MODES, WORKLOADS
+from bench.core.envvars import check_environment, env_int
 from bench.core.errors import UsageError
 from bench.core.plan import FULL, QUICK, Options, default_text, options_from, parallel_options
 
@@ -75,13 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--target-accuracy",
-        type=float,
+        type=finite_float,
         default=0.80,
         help="test accuracy the train workload reports the time to reach (default: 0.80)",
     )
     parser.add_argument(
         "--max-time",
-        type=float,
+        type=finite_float,
         help="seconds pytest-benchmark spends timing each case timed in rounds, all passes together "
         f"({default_text('max_time')})",
     )
@@ -138,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def ranks_in_group() -> int | None:
     """The world size when torchrun started this process as one of several ranks, else None."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = env_int("WORLD_SIZE", 1)
     return size if size > 1 else None
 
 
@@ -217,7 +224,7 @@ def _parallel(
         loaders=None if args.loaders == ",".join(LOADERS) else loaders,
         modes=modes,
         threads_given=args.threads is not None,
-        local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", str(nproc))),
+        local_processes=env_int("LOCAL_WORLD_SIZE", nproc),
         usable_cpus=whole_usable_cpus(),
         visible_gpus=gpus,
         side_by_side=args.side_by_side,
@@ -238,6 +245,7 @@ def run_devices(args: argparse.Namespace, default: str) -> list[str]:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import app
 
+    check_environment()  # every variable a run or its ranks read, before anything starts
     options = run_options(args)  # validation first: a typo fails here, before torch is imported
     request = app.RunRequest(
         options=options,

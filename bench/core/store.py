@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.core.crash import note_run_folder
+from bench.core.envvars import env_text
 from bench.core.errors import UsageError
 from bench.core.results import Run
 
@@ -52,6 +54,7 @@ def prepare_run_folder(folder: Path) -> Path:
             f"{folder} already holds a run ({RESULTS_FILE}); it would be overwritten",
             hint="give --out a new folder (or leave --out out for a fresh one under results/)",
         )
+    note_run_folder(folder)  # a crash log goes here
     return folder
 
 
@@ -67,7 +70,7 @@ def _unwritable_hint(folder: Path) -> str:
             f"{existing} belongs to uid {owner.st_uid}:{owner.st_gid} but this process runs as "
             f"{os.getuid()}:{os.getgid()}; {hint}"
         )
-        if os.environ.get("BENCH_IMAGE"):
+        if env_text("BENCH_IMAGE"):
             hint += " (with Docker Compose: BENCH_UID=$(id -u) BENCH_GID=$(id -g) docker compose run ...)"
     return hint
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from bench.core.catalog import Timing, workload
+from bench.core.envvars import env_float, env_int
 from bench.core.keys import CaseKey
 from bench.core.plan import Item, Options
 from bench.core.records import PassRecord
@@ -44,7 +44,7 @@ from bench.measure.model import Training, build_training
 from bench.measure.records import Measured, Placement, measure_epochs, measure_runs
 from bench.measure.workloads import STEPS, WARMUP_CALLS, CudaEventDataClock, EpochSource, HostDataClock
 
-COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("BENCH_COLLECTIVE_TIMEOUT_S", "30")))
+COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=env_float("BENCH_COLLECTIVE_TIMEOUT_S", 30))
 SOLO_TIMEOUT = datetime.timedelta(hours=2)  # the other ranks waiting while rank 0 measures a one-process case
 MAX_CALLS_PER_ROUND = 1 << 20
 
@@ -72,7 +72,7 @@ class World:
     @classmethod
     def join(cls, device_type: str) -> World:
         """Joins the process group torchrun set up (timeouts on the rendezvous and on every collective)."""
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_rank = env_int("LOCAL_RANK", 0)
         if device_type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
@@ -85,7 +85,7 @@ class World:
             rank=dist.get_rank(),
             size=dist.get_world_size(),
             local_rank=local_rank,
-            local_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(dist.get_world_size()))),
+            local_size=env_int("LOCAL_WORLD_SIZE", dist.get_world_size()),
             backend=backend,
             device=device,
             control=control,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.catalog import Status
+from bench.core.envvars import env_path, env_threads
 from bench.core.errors import RunFailure, one_line
 from bench.core.results import CaseResult, Run
 from bench.core.store import RESULTS_FILE, save_run
@@ -60,7 +61,7 @@ def worker_args(argv: list[str], folder: Path, resume: bool) -> list[str]:
 
 def write_fault(error: BaseException, rank: int) -> None:
     """What a failing rank leaves for the supervisor: its rank, the error on one line, and whether it was OOM."""
-    folder = os.environ.get(FAULT_DIR_ENV)
+    folder = env_path(FAULT_DIR_ENV)
     if not folder:
         return
     from bench.measure.failures import is_out_of_memory
@@ -153,7 +154,7 @@ def supervise(argv: list[str], nproc: int, folder: Path, progress: Any = None) -
             **os.environ,
             FAULT_DIR_ENV: faults,
             COMMAND_LINE_ENV: shlex.join(["bench", *argv]),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),  # the ranks set their own share
+            "OMP_NUM_THREADS": env_threads("OMP_NUM_THREADS") or "1",  # the ranks set their own share
         }
         while True:
             command = torchrun_command(nproc, worker_args(argv, folder, resume=attempt > 0))

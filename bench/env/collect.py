@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from bench.core.envvars import env_text, env_threads
 from bench.core.errors import one_line
 from bench.env.contention import probe_wait_share
 from bench.env.nvml import collect_nvml, unavailable
@@ -106,7 +107,7 @@ def requested_flavour(environ: Mapping[str, str] = os.environ) -> Facts | None:
     pip falls back to PyPI's default build without an error, so only the request tells what was meant.
     """
     for name in FLAVOUR_VARIABLES:
-        value = environ.get(name, "").strip().lower()
+        value = (env_text(name, environ) or "").lower()
         if value:
             return {"flavour": value, "source": name}
     return None
@@ -202,7 +203,7 @@ def collect_cpu() -> Facts:
         "cgroup_cpu_quota": quota,
         "usable_cpus": usable_cpus(),
         "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "omp_num_threads": env_threads("OMP_NUM_THREADS"),
         "frequency_mhz": round(frequency.current) if frequency else None,
         "governor": cpu_governor(),
     }
@@ -276,10 +277,12 @@ def collect_container(root: Path = Path("/")) -> Facts:
         (word for word in ("docker", "kubepods", "containerd", "podman") if word in cgroup), None
     )
     return {
-        "in_container": bool(markers or runtime_hint or os.environ.get("BENCH_IMAGE")),
+        "in_container": bool(markers or runtime_hint or env_text("BENCH_IMAGE")),
         "markers": markers,
-        "image": os.environ.get("BENCH_IMAGE"),
-        "image_flavour": os.environ.get("BENCH_IMAGE_FLAVOUR"),
+        "image": env_text("BENCH_IMAGE"),
+        "image_flavour": env_text("BENCH_IMAGE_FLAVOUR"),
+        # what the image was built FROM (with its digest when pinned)
+        "base_image": env_text("BENCH_BASE_IMAGE"),
     }
 
 
@@ -328,8 +331,8 @@ def collect_cuda() -> Facts:
         reason = "torch is a CUDA build but no usable GPU was found"
         if init_warnings:
             reason += f": {init_warnings[0]}"
-        elif os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
-            reason += f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r})"
+        elif env_text("CUDA_VISIBLE_DEVICES") is not None:
+            reason += f" (CUDA_VISIBLE_DEVICES={env_text('CUDA_VISIBLE_DEVICES')!r})"
         else:
             reason += " (no NVIDIA driver or device on this machine)"
         return facts | {"reason": reason}
@@ -352,7 +355,7 @@ def collect_cuda() -> Facts:
             }
         )
     facts["devices"] = devices
-    facts["visible_devices_env"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    facts["visible_devices_env"] = env_text("CUDA_VISIBLE_DEVICES")
     return facts
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from bench.core.catalog import DATA_DIR_ENV, DATASETS, dataset_display_name
+from bench.core.envvars import env_path
 from bench.core.errors import DatasetError, UsageError
 from bench.core.results import DatasetInfo
 from bench.measure.idx import IMAGE_DIMS, LABEL_DIMS, read_idx, write_idx
@@ -37,9 +38,10 @@ SYNTHETIC_TRAIN, SYNTHETIC_TEST = 60_000, 10_000
 
 def default_data_dir() -> Path:
     """`$BENCH_DATA_DIR`, else a cache folder (`$XDG_CACHE_HOME/torch-bench/data`)."""
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    chosen = env_path(DATA_DIR_ENV)
+    if chosen is not None:
+        return chosen
+    cache = env_path("XDG_CACHE_HOME") or Path.home() / ".cache"
     return cache / "torch-bench" / "data"
 
 
