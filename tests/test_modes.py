@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -191,6 +193,31 @@ def test_a_case_runs_at_its_thread_count_and_puts_torchs_back() -> None:
     assert torch.get_num_threads() == before
     with case_context(CaseKey("train_step", "cpu", 64)):  # torch's own choice: untouched
         assert torch.get_num_threads() == before
+
+
+def test_a_gpu_case_runs_with_its_device_as_the_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On cuda:1 a CUDA graph captured on the current stream, which was cuda:0's: the case enters its own
+    device (a recording stand-in for torch.cuda.device here; the real one below, on a GPU)."""
+    entered: list[torch.device] = []
+
+    @contextlib.contextmanager
+    def device(where: torch.device) -> Iterator[None]:
+        entered.append(where)
+        yield
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    with case_context(CaseKey("train_step", "cuda:1", 64, mode="tf32")):
+        assert entered == [torch.device("cuda:1")]
+    with case_context(CaseKey("train_step", "cpu", 64)):
+        assert entered == [torch.device("cuda:1")], "a CPU case sets no CUDA device"
+
+
+@cuda_test
+def test_a_case_on_the_last_gpu_makes_it_current() -> None:
+    last = torch.cuda.device_count() - 1
+    with case_context(CaseKey("train_step", f"cuda:{last}", 64)):
+        assert torch.cuda.current_device() == last
+        assert torch.cuda.current_stream().device == torch.device(f"cuda:{last}")
 
 
 def test_unknown_modes_and_thread_counts_are_refused(tmp_path: Path) -> None:
