@@ -214,3 +214,17 @@ def test_gpu_peaks_leave_no_cached_memory_behind() -> None:
     before = torch.cuda.memory_reserved(0)
     measure_peaks("cuda:0", ("float32", "bfloat16"))
     assert torch.cuda.memory_reserved(0) - before < 64 * 2**20, "the probe's matmul buffers stayed cached"
+
+
+def test_the_checks_gpu_peaks_read_in_tflops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench check` printed an H200's peaks as `410,000 GFLOP/s`; now as the run's header does."""
+    from bench.measure import efficiency, probes
+
+    measured = Peaks(op_floor_s=4.2e-6, float32=5.1e13, float32_matmul_side=16384, tfloat32=4.1e14,
+                     tfloat32_matmul_side=16384)  # fmt: skip
+    monkeypatch.setattr(efficiency, "measure_peaks", lambda device, names: measured)
+    text = probes.peak_text("cuda:0")
+    assert (
+        text
+        == "float32 51 TFLOP/s (16384² matmul), tfloat32 410 TFLOP/s (16384² matmul); per-op floor 4.2 µs"
+    )
