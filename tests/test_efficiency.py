@@ -228,3 +228,21 @@ def test_the_checks_gpu_peaks_read_in_tflops(monkeypatch: pytest.MonkeyPatch) ->
         text
         == "float32 51 TFLOP/s (16384² matmul), tfloat32 410 TFLOP/s (16384² matmul); per-op floor 4.2 µs"
     )
+
+
+def test_energy_on_a_mig_instance_says_why_there_is_none() -> None:
+    """NVML answers Not Supported for a MIG instance's energy: it counts the whole GPU only. That is no
+    pre-Volta GPU, which the reason used to say (an H200 in MIG mode, through the fake NVML seam)."""
+    from bench.measure.energy import nvml_meter
+    from bench.measure.memory import NvmlDevice
+    from tests.fake_nvml import FakeGpu, FakeNvml
+
+    nvml = FakeNvml([FakeGpu("GPU-aaaa", name="NVIDIA H200", mig=["MIG-bbbb", None])])
+    gpu = nvml.nvmlDeviceGetHandleByIndex(0)
+    instance = NvmlDevice(nvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu, 0), nvml)
+    meter = nvml_meter(instance)
+    assert (
+        not meter.available and "MIG instance" in (meter.reason or "") and "Volta" not in (meter.reason or "")
+    )
+    whole = nvml_meter(NvmlDevice(gpu, nvml))
+    assert whole.available and whole.read() == (123_456.789,)
