@@ -4,6 +4,7 @@
     nox -s targets                # speed and accuracy targets (a quiet machine, the full Fashion-MNIST)
     nox -s bench_cpu -- --quick   # CPU build of torch: check, then benchmark the CPU
     nox -s bench_cuda             # CUDA build: check --require cuda, then benchmark GPUs and CPU
+    nox -s gpu_box                # the GPU machine's packages (torch 2.11, no pydantic), on the CPU
 
 Arguments after `--` go to `bench run`. Wheel indexes, the torch version and the CUDA flavour come
 from `.env` (shared with the Docker images) and can be overridden from the environment.
@@ -29,6 +30,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -432,6 +434,122 @@ def bench_torch(session: nox.Session, torch: str) -> None:
     session.log(
         f"results in {out.relative_to(ROOT)}; compare two releases with: bench compare <folder A> <folder B>"
     )
+
+
+# --- the GPU machine, simulated on the CPU ----------------------------------------------------------
+# The GPU machine that is lent for `scripts/cuda-reference.sh` (shared/ENVIRONMENT.md) cannot install
+# anything: its python3 has exactly these packages, and the project arrives as a plain copy run from
+# PYTHONPATH. `gpu_box` builds the same set here (PyPI's torch 2.11.0 is a CUDA build, which runs on
+# the CPU) and runs what that machine would run, so that a torch API newer than 2.11, a module that
+# needs pydantic or a test that fails to collect there is found on the CPU, before the GPU is lent.
+GPU_BOX_PACKAGES = (
+    "torch==2.11.0",
+    "torchvision==0.26.0",
+    "pytest",
+    "pytest-benchmark",
+    "pytest-timeout",
+    "pytest-xdist",
+    "hypothesis",
+    "psutil",
+    "tabulate",
+    "nvidia-ml-py",
+    "matplotlib",
+    "numpy",
+    "pyyaml",
+    "rich",
+    "tqdm",
+)
+GPU_BOX_ABSENT = ("pydantic", "nox")
+GPU_BOX_TORCH = ("2.11.0", "0.26.0")
+
+
+class GpuBoxEnv(TorchEnv):
+    """The GPU machine's packages in `.nox/gpu-box`; the project reaches it through PYTHONPATH alone."""
+
+    def env(self) -> dict[str, str]:
+        return {
+            "VIRTUAL_ENV": str(self.location),
+            "PATH": os.pathsep.join([str(self.bin), os.environ.get("PATH", "")]),
+            "PYTHONPATH": str(ROOT),
+            "BENCH_REQUESTED_TORCH_FLAVOUR": "",  # no flavour asked for: the box has whatever it has
+        }
+
+
+GPU_BOX_CHECK = f"""
+import importlib.metadata, importlib.util, json
+import torch, torchvision
+try:
+    importlib.metadata.distribution("torch-bench")
+    installed = True
+except importlib.metadata.PackageNotFoundError:
+    installed = False
+print(json.dumps({{"torch": torch.__version__, "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
+                  "present": [name for name in {GPU_BOX_ABSENT!r} if importlib.util.find_spec(name)],
+                  "project_installed": installed}}))
+"""
+
+
+def gpu_box_environment(session: nox.Session) -> GpuBoxEnv:
+    """`.nox/gpu-box`, built once from GPU_BOX_PACKAGES (pip, as on this project's machines) and reused
+    while its stamp says it was built from the same list; then checked to be what that machine has."""
+    env = GpuBoxEnv(_envdir(session) / "gpu-box", "")
+    request = {"packages": list(GPU_BOX_PACKAGES), "python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
+    with _locked(_envdir(session) / "gpu-box.lock"):
+        stamp = env.read_stamp()
+        if stamp is None or stamp.get("request") != request:
+            why = "new" if stamp is None else "the package list changed"
+            session.log(f"building {_shown(env.location)} ({why}; the first time: a few minutes and 5 GB)")
+            start = time.monotonic()
+            env.create(session)
+            env.pip_install(session, *GPU_BOX_PACKAGES)
+            session.log(f"built {_shown(env.location)} in {time.monotonic() - start:.0f} s")
+        else:
+            session.log(f"{_shown(env.location)} up to date: nothing to install")
+        output = str(env.run(session, "python", "-c", GPU_BOX_CHECK, silent=True))
+        facts: dict[str, Any] = json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
+        new_stamp = {"request": request, "installed": facts}
+        if new_stamp != stamp:
+            env.stamp.write_text(json.dumps(new_stamp, indent=2) + "\n")
+    session.log(
+        f"installed: torch {facts['torch']} (CUDA {facts['cuda']}), torchvision {facts['torchvision']}"
+    )
+    problems = []
+    if (facts["torch"].split("+")[0], facts["torchvision"].split("+")[0]) != GPU_BOX_TORCH:
+        problems.append(
+            f"torch {facts['torch']} and torchvision {facts['torchvision']}, not torch {GPU_BOX_TORCH[0]} "
+            f"and torchvision {GPU_BOX_TORCH[1]}"
+        )
+    if facts["present"]:
+        problems.append(f"{', '.join(facts['present'])} installed, which the GPU machine lacks")
+    if facts["project_installed"]:
+        problems.append("the project is installed; on the GPU machine it runs from PYTHONPATH alone")
+    if problems:
+        session.error(f"{_shown(env.location)} is not the GPU machine's environment: {'; '.join(problems)}")
+    return env
+
+
+@nox.session(default=False, venv_backend="none")
+def gpu_box(session: nox.Session) -> None:
+    """The GPU machine's packages on the CPU (torch 2.11, no pydantic, the project on PYTHONPATH): check,
+    a quick run and its report, the CUDA tests collected, and scripts/cuda-reference.sh's dry run."""
+    env = gpu_box_environment(session)
+    python = _shown(env.bin / "python")
+    with tempfile.TemporaryDirectory(prefix="gpu-box-") as tmp:
+        run = str(Path(tmp) / "run")
+        env.run(session, "python", "-m", "bench", "check")
+        env.run(session, "python", "-m", "bench", "run", "--quick", "--dataset", "synthetic", "--out", run)
+        env.run(session, "python", "-m", "bench", "report", run)
+        # a module that fails to import there stops `pytest -m cuda` with a collection error
+        env.run(
+            session, "python", "-m", "pytest", "-p", "no:cacheprovider", "-m", "cuda", "--collect-only", "-q"
+        )
+        session.run(
+            "bash",
+            str(ROOT / "scripts" / "cuda-reference.sh"),
+            "--dry-run",
+            env={**env.env(), "PYTHON": python, "OUT": str(Path(tmp) / "reference")},
+            external=True,
+        )
 
 
 @nox.session(default=False)

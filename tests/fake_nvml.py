@@ -55,6 +55,7 @@ class FakeGpu:
     max_mig: int = 7
     memory_total: int = 80 * 2**30
     memory_used: int = 2**30
+    energy_mj: int = 123_456_789
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,15 @@ class FakeNvml:
         return SimpleNamespace(
             total=gpu.memory_total, used=gpu.memory_used, free=gpu.memory_total - gpu.memory_used
         )
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle: _Handle) -> int:
+        return int(handle.mig_slot is not None)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
+        """Millijoules since the driver loaded; a MIG instance has no counter of its own (NVML's answer)."""
+        if handle.mig_slot is not None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return self._gpu(handle).energy_mj
 
     def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:
         mode = NVML_DEVICE_MIG_DISABLE if self._gpu(handle).mig is None else NVML_DEVICE_MIG_ENABLE

@@ -550,3 +550,57 @@ def test_nox_says_nothing_about_a_missing_uv(noxfile: ModuleType, caplog: pytest
         logging.getLogger("nox").info("other lines still show")
     assert "uv binary not found" not in caplog.text
     assert "other lines still show" in caplog.text
+
+
+# --- the GPU machine's packages, simulated (nox -s gpu_box) ------------------------------------------
+
+
+class GpuBoxSession(FakeSession):
+    """A FakeSession whose environment answers the gpu_box check with `facts`; session.error raises."""
+
+    def __init__(self, envdir: Path, facts: dict[str, Any]) -> None:
+        super().__init__(envdir, "gpu_box", {})
+        self.facts = facts
+
+    def run(self, *args: str, env: dict[str, str] | None = None, **kwargs: Any) -> str:
+        output = super().run(*args, env=env, **kwargs)
+        return json.dumps(self.facts) + "\n" if "-c" in args else output
+
+    def error(self, message: str) -> None:
+        raise RuntimeError(message)
+
+
+GPU_BOX_FACTS = {
+    "torch": "2.11.0+cu130",
+    "torchvision": "0.26.0+cu130",
+    "cuda": "13.0",
+    "present": [],
+    "project_installed": False,
+}
+
+
+def test_the_gpu_box_environment_has_that_machines_packages_and_is_built_once(
+    noxfile: ModuleType, envdir: Path
+) -> None:
+    first = GpuBoxSession(envdir, GPU_BOX_FACTS)
+    env = noxfile.gpu_box_environment(first)
+    assert env.location == envdir / "gpu-box"
+    # exactly the GPU machine's packages: its torch pair, no pydantic, no nox, the project not installed
+    assert first.pips() == [list(noxfile.GPU_BOX_PACKAGES)]
+    assert noxfile.GPU_BOX_PACKAGES[:2] == ("torch==2.11.0", "torchvision==0.26.0")
+    assert not {"pydantic", "nox", "-e", "."} & {p.split("=")[0] for p in noxfile.GPU_BOX_PACKAGES}
+    assert env.env()["PYTHONPATH"] == str(noxfile.ROOT)
+    second = GpuBoxSession(envdir, GPU_BOX_FACTS)
+    noxfile.gpu_box_environment(second)
+    assert second.pips() == [] and any("up to date" in line for line in second.lines)
+    # what the GPU machine does not have is an error, not a pass
+    for facts, message in (
+        ({**GPU_BOX_FACTS, "present": ["pydantic"]}, "pydantic installed"),
+        ({**GPU_BOX_FACTS, "project_installed": True}, "PYTHONPATH alone"),
+        (
+            {**GPU_BOX_FACTS, "torch": "2.14.1+cu130"},
+            "torch 2.14.1+cu130 and torchvision 0.26.0+cu130, not torch 2.11.0",
+        ),
+    ):
+        with pytest.raises(RuntimeError, match=re.escape(message)):
+            noxfile.gpu_box_environment(GpuBoxSession(envdir, facts))

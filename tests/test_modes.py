@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -193,16 +195,79 @@ def test_a_case_runs_at_its_thread_count_and_puts_torchs_back() -> None:
         assert torch.get_num_threads() == before
 
 
+def test_a_gpu_case_runs_with_its_device_as_the_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On cuda:1 a CUDA graph captured on the current stream, which was cuda:0's: the case enters its own
+    device (a recording stand-in for torch.cuda.device here; the real one below, on a GPU)."""
+    entered: list[torch.device] = []
+
+    @contextlib.contextmanager
+    def device(where: torch.device) -> Iterator[None]:
+        entered.append(where)
+        yield
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    with case_context(CaseKey("train_step", "cuda:1", 64, mode="tf32")):
+        assert entered == [torch.device("cuda:1")]
+    with case_context(CaseKey("train_step", "cpu", 64)):
+        assert entered == [torch.device("cuda:1")], "a CPU case sets no CUDA device"
+
+
+@cuda_test
+def test_a_case_on_the_last_gpu_makes_it_current() -> None:
+    last = torch.cuda.device_count() - 1
+    with case_context(CaseKey("train_step", f"cuda:{last}", 64)):
+        assert torch.cuda.current_device() == last
+        assert torch.cuda.current_stream().device == torch.device(f"cuda:{last}")
+
+
 def test_unknown_modes_and_thread_counts_are_refused(tmp_path: Path) -> None:
     for args, message in ((["--modes", "turbo"], "unknown mode 'turbo'"), (["--threads", "0"], "at least 1")):
         result = run_cli("run", *args, "--out", str(tmp_path / "r"))
         assert result.returncode == 2 and message in result.stderr
 
 
+def test_compile_on_a_gpu_is_tried_once_on_x_plus_1_and_a_failure_is_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Triton imports long before it can build a kernel (its launcher needs a C compiler, Python.h and
+    libcuda.so.1 at the first one): the compile mode tries `x + 1` once per device, and a failure is the
+    reason its cells are skipped. Here torch.compile fails as a launcher build does, on the CPU."""
+    calls: list[object] = []
+
+    def failing_compile(function: object, **options: object) -> object:
+        calls.append(function)
+
+        def run(*args: object) -> object:
+            raise RuntimeError("Failed to compile the Triton launcher: Python.h: No such file or directory")
+
+        return run
+
+    monkeypatch.setattr(modes, "COMPILE_PROBES", {})
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    reason = modes.compile_probe(torch.device("cpu"))
+    assert reason is not None and "Python.h: No such file" in reason and "C compiler, Python.h" in reason
+    assert modes.compile_probe(torch.device("cpu")) == reason and len(calls) == 1, "probed once per device"
+    # on a GPU, the compile mode's support is that probe's answer (Triton itself present)
+    monkeypatch.setattr("torch.utils._triton.has_triton", lambda: True)
+    monkeypatch.setattr(modes, "compile_probe", lambda device: f"probed {device}")
+    assert modes.unsupported("compile", "cuda:1") == "probed cuda:1"
+
+
+@cuda_test
+def test_compile_runs_on_the_gpu_or_says_why() -> None:
+    reason = modes.compile_probe(torch.device("cuda:0"))
+    if reason is not None:
+        pytest.skip(reason)
+    assert modes.unsupported("compile", "cuda:0") is None
+
+
 @cuda_test
 @pytest.mark.parametrize("name", ["tf32", "cuda-graph", "compile", "bf16", "fused"])
 def test_gpu_modes_compute_what_eager_computes(dataset: Dataset, name: str) -> None:
-    assert modes.unsupported(name, "cuda:0") is None
+    reason = modes.unsupported(name, "cuda:0")
+    if name == "compile" and reason is not None:  # Triton cannot build its kernels here: the probe says why
+        pytest.skip(reason)
+    assert reason is None
     check = modes.validate_loss(name, "cuda:0", dataset, 64, steps=100)
     assert check.passed, check
 

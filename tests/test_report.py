@@ -27,15 +27,30 @@ from bench.core.schema import load_run
 from bench.render.csvfile import CSV_COLUMNS, csv_text
 from bench.render.sections import throughput_table
 from bench.render.summary import console_summary, summary_markdown
-from bench.render.units import fmt_mib, fmt_rate, fmt_seconds
+from bench.render.units import fmt_flops, fmt_mib, fmt_rate, fmt_seconds
 from tests.conftest import SMALL_TRAIN, make_run, run_cli
 
 
 @pytest.mark.parametrize(
-    ("value", "text"), [(987.0, "987"), (45_600.0, "45.6k"), (1_234_567.0, "1.23M"), (None, "–")]
+    ("value", "text"),
+    [(987.0, "987"), (45_600.0, "45.6k"), (1_234_567.0, "1.23M"), (999_960.0, "1M"), (None, "–")],
 )
 def test_rates_for_people(value: float | None, text: str) -> None:
     assert fmt_rate(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1.1e11, "110 GFLOP/s"),
+        (4.1e14, "410 TFLOP/s"),  # an H200's TF32 peak: not `410,000 GFLOP/s`
+        (7.9e14, "790 TFLOP/s"),
+        (999_960e9, "1 PFLOP/s"),  # rounding up reaches the next unit, not `1e+03 TFLOP/s`
+        (None, "–"),
+    ],
+)
+def test_flops_for_people(value: float | None, text: str) -> None:
+    assert fmt_flops(value) == text
 
 
 def test_units_for_people() -> None:

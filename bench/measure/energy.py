@@ -1,7 +1,7 @@
 """Energy over a case's timed work, from the hardware's own counters: never an estimate.
 
 * CUDA: NVML's total energy counter of the device (`nvmlDeviceGetTotalEnergyConsumption`, in mJ,
-  Volta and newer).
+  Volta and newer; a whole GPU's only, so a MIG instance has none).
 * CPU: RAPL through `/sys/class/powercap` (the package domains, in µJ, wrapping at
   `max_energy_range_uj`), where this process may read it (often root only).
 * Elsewhere: not available, with the reason.
@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from bench.core.results import MeterFacts
+
+if TYPE_CHECKING:
+    from bench.measure.memory import NvmlDevice
 
 POWERCAP = Path("/sys/class/powercap")
 
@@ -94,10 +97,22 @@ def cpu_meter(root: Path = POWERCAP) -> EnergyMeter:
 def cuda_meter(device: torch.device) -> EnergyMeter:
     from bench.measure.memory import NvmlDevice
 
-    nvml = NvmlDevice.for_torch_device(device)
+    return nvml_meter(NvmlDevice.for_torch_device(device))
+
+
+MIG_REASON = (
+    "a MIG instance has no energy counter of its own: NVML counts the whole GPU's energy only, which "
+    "the other instances share"
+)
+
+
+def nvml_meter(nvml: NvmlDevice | None) -> EnergyMeter:
+    """The meter of one NVML device, or the reason there is none."""
     if nvml is None:
         return EnergyMeter(None, "NVML is not available for this device")
     if nvml.energy_mj() is None:
+        if nvml.is_mig_instance():
+            return EnergyMeter(None, MIG_REASON)
         return EnergyMeter(None, "this GPU or driver has no total energy counter (Volta or newer needed)")
     return EnergyMeter("NVML total energy counter", None, _nvml=nvml)
 

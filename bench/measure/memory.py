@@ -86,6 +86,13 @@ class NvmlDevice:
         except Exception:
             return None
 
+    def is_mig_instance(self) -> bool:
+        """Whether this handle is a MIG instance's rather than a whole GPU's."""
+        try:
+            return bool(self.pynvml.nvmlDeviceIsMigDeviceHandle(self.handle))
+        except Exception:  # an old nvidia-ml-py, or a driver without MIG
+            return False
+
     def energy_mj(self) -> int | None:
         """The device's total energy counter in millijoules (Volta and newer), or None."""
         try:

@@ -8,7 +8,9 @@ becomes a `skipped` cell). The modes:
 * `eager`: the chapter's code.
 * `compile`: `torch.compile` of the whole training step (forward, loss, backward, SGD step), and of
   the forward alone for `forward`. The first call of each shape compiles; it is timed apart
-  (`compile_s`) and made before the clock starts. Recompilations during timing are counted.
+  (`compile_s`) and made before the clock starts. Recompilations during timing are counted. On a
+  GPU, `x + 1` is compiled once first (`compile_probe`): where Triton cannot build its kernels, every
+  compile case is a `skipped` cell with the reason.
 * `fused`: SGD with `fused=True` (one kernel for the update).
 * `bf16`: `torch.autocast` to bfloat16 for the forward and the loss.
 * `tf32`: CUDA only; TF32 matmuls allowed for the case.
@@ -68,7 +70,8 @@ class CompiledTraining:
         # would time eager. Each instance starts from empty in-memory caches (the on-disk caches keep a
         # recompile short), and a limit hit all the same is an error, never a silent fallback.
         torch._dynamo.reset()
-        torch._dynamo.config.fail_on_recompile_limit_hit = True
+        if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit"):  # torch 2.6 and newer
+            torch._dynamo.config.fail_on_recompile_limit_hit = True
         self.base = base
         self.net, self.device, self.optimizer = base.net, base.device, base.optimizer
         self.compile_s = 0.0
@@ -187,8 +190,38 @@ def _compile_support(device: torch.device) -> str | None:
     try:
         from torch.utils._triton import has_triton
     except ImportError:
-        return None
-    return None if has_triton() else "torch.compile on a GPU needs Triton, which this install lacks"
+        pass
+    else:
+        if not has_triton():
+            return "torch.compile on a GPU needs Triton, which this install lacks"
+    return compile_probe(device)
+
+
+COMPILE_PROBES: dict[str, str | None] = {}  # device -> why torch.compile does not run there (None: it does)
+TRITON_NEEDS = "Triton builds its launcher on first use: it needs a C compiler, Python.h and libcuda.so.1"
+
+
+def compile_probe(device: torch.device) -> str | None:
+    """Whether torch.compile builds and runs a kernel on `device`, tried once per device and process:
+    `x + 1` compiled and checked. Triton is importable long before it can build anything (its launcher
+    is compiled at the first kernel), so without this a missing compiler or header failed every compile
+    case separately, minutes into the run; with it they are `skipped` cells with this reason."""
+    name = str(device)
+    if name not in COMPILE_PROBES:
+        COMPILE_PROBES[name] = _try_compile(device)
+    return COMPILE_PROBES[name]
+
+
+def _try_compile(device: torch.device) -> str | None:
+    try:
+        x = torch.arange(4, dtype=torch.float32, device=device)
+        result = torch.compile(lambda t: t + 1)(x)
+        synchronize(device)
+        if not torch.equal(result.cpu(), torch.arange(1, 5, dtype=torch.float32)):
+            return f"torch.compile of x + 1 on {device} computed {result.cpu().tolist()}, not [1, 2, 3, 4]"
+    except Exception as error:
+        return f"torch.compile of x + 1 fails on {device}: {one_line(error, 300)} ({TRITON_NEEDS})"
+    return None
 
 
 def _fused_support(device: torch.device) -> str | None:

@@ -4,6 +4,7 @@ reference within a stated bound, and says what it computed (or raises CheckFailu
 from __future__ import annotations
 
 from bench.core.errors import CheckFailure
+from bench.core.units import fmt_flops
 from bench.env.check import Probes
 
 MATMUL_SIZE = 512
@@ -99,14 +100,13 @@ def nms_check(device: str) -> str:
 
 
 def peak_text(device: str) -> str:
-    """`float32 110 GFLOP/s (1024² matmul), ...; per-op floor 1.1 µs`: measured now, in about a second."""
+    """`float32 110 GFLOP/s (1024² matmul), ...; per-op floor 1.1 µs`: measured now, in about a second.
+    A GPU's peaks read in TFLOP/s (`tfloat32 410 TFLOP/s`), as the run's header shows them."""
     from bench.measure.efficiency import measure_peaks
 
     names = ("float32", "tfloat32") if device.startswith("cuda") else ("float32",)
     peaks = measure_peaks(device, names)
-    parts = [
-        f"{name} {(peaks.flops(name) or 0) / 1e9:,.0f} GFLOP/s ({peaks.side(name)}² matmul)" for name in names
-    ]
+    parts = [f"{name} {fmt_flops(peaks.flops(name))} ({peaks.side(name)}² matmul)" for name in names]
     return f"{', '.join(parts)}; per-op floor {(peaks.op_floor_s or 0) * 1e6:.2g} µs"
 
 

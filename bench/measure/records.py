@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,12 +40,19 @@ from bench.measure.workloads import EpochSource, Hooks, make_epochs, make_step, 
 
 @contextmanager
 def case_context(key: CaseKey) -> Iterator[None]:
-    """What a case runs under: its intra-op thread count (CPU) and its mode's context (TF32 flags)."""
+    """What a case runs under: its intra-op thread count (CPU), its mode's context (TF32 flags), and on
+    a GPU its device as the current one. Without that, what uses the current device rather than the
+    tensors' (a CUDA graph's capture stream, `torch.cuda.current_stream()`, new side streams) would
+    work on cuda:0 for a case on cuda:1."""
     previous = torch.get_num_threads()
     if key.threads is not None:
         torch.set_num_threads(key.threads)
+    device = torch.device(key.device)
     try:
-        with modes.mode(key.mode).context():
+        with (
+            torch.cuda.device(device) if device.type == "cuda" else nullcontext(),
+            modes.mode(key.mode).context(),
+        ):
             yield
     finally:
         torch.set_num_threads(previous)

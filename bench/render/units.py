@@ -5,16 +5,8 @@ from __future__ import annotations
 import math
 
 from bench.core.catalog import MIB
-
-
-def fmt_rate(value: float | None) -> str:
-    """Samples per second with three significant digits and k/M: `1.23M`, `45.6k`, `789`."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}"
+from bench.core.units import fmt_flops as fmt_flops
+from bench.core.units import fmt_rate as fmt_rate
 
 
 def fmt_seconds(value: float | None) -> str:
@@ -40,15 +32,6 @@ def fmt_percent(value: float | None) -> str:
 
 def fmt_ratio(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.2f}x"
-
-
-def fmt_flops(value: float | None) -> str:
-    """`110 GFLOP/s`, `61.2 TFLOP/s`."""
-    text = fmt_rate(value)
-    if text == "–":
-        return text
-    number, unit = (text[:-1], text[-1]) if text[-1] in "kMGT" else (text, "")
-    return f"{number} {unit}FLOP/s"
 
 
 def shorten(text: str | None, width: int = 80) -> str:
