@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bench.env import collect as env
+from bench.env import contention
 from bench.env import nvml as nvml_module
 from tests.fake_nvml import (
     NVML_ERROR_GPU_IS_LOST,
@@ -165,7 +166,7 @@ def test_load_probe_sees_a_busy_process() -> None:
 
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        load = env.collect_load(sample_s=0.5, busy_percent=30)
+        load = contention.collect_load(sample_s=0.5, busy_percent=30)
     finally:
         spinner.kill()
     assert any(process["pid"] == spinner.pid for process in load["busy_processes"])

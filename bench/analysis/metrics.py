@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from bench.analysis.health import health, run_queue_wait
 from bench.core.catalog import (
     COMPUTE_BOUND_SHARE,
     ENERGY_MIN_WINDOW_S,
@@ -207,55 +208,6 @@ def unexplained_share(run: Run, case: CaseResult) -> float | None:
     return max(0.0, 1 - share - fraction)
 
 
-def health(run: Run, case: CaseResult) -> list[str]:
-    """Why a case's figure is not to be trusted: `contended` (its passes waited for CPUs),
-    `above-peak` (more FLOP/s than the device's measured peak: the peak was measured while busy)."""
-    marks = ["contended"] if case.contended else []
-    marks += inconsistencies(run, case)
-    fraction = peak_fraction(run, case) if case.ok else None
-    if fraction is not None and fraction > 1:
-        marks.append("above-peak")
-    return marks
-
-
-# each does the work of the one before and more: per sample, none may be faster than the one before
-NESTED_WORKLOADS = ("forward", "forward_backward", "train_step")
-
-
-def _bounds(case: CaseResult | None) -> tuple[float, float] | None:
-    """The quartiles of a case's time per call (its interval), where it measured."""
-    if case is None or not case.ok or case.median_s is None or case.iqr_s is None:
-        return None
-    return case.median_s - case.iqr_s / 2, case.median_s + case.iqr_s / 2
-
-
-def inconsistencies(run: Run, case: CaseResult) -> list[str]:
-    """The nested workloads of the same setup that this case contradicts: `forward` slower than
-    `forward_backward` (beyond both intervals) cannot be right, whatever the machine did."""
-    if case.key.workload not in NESTED_WORKLOADS:
-        return []
-    index = NESTED_WORKLOADS.index(case.key.workload)
-    mine, found = _bounds(case), []
-    for other_index, name in enumerate(NESTED_WORKLOADS):
-        if other_index == index:
-            continue
-        theirs = _bounds(run.case(replace(case.key, workload=name)))
-        if mine is None or theirs is None:
-            continue
-        smaller_first = (mine, theirs) if index < other_index else (theirs, mine)
-        if smaller_first[0][0] > smaller_first[1][1]:  # the lighter workload's best beats nothing: slower
-            lighter, heavier = sorted((case.key.workload, name), key=NESTED_WORKLOADS.index)
-            found.append(f"inconsistent: {lighter} slower than {heavier}")
-    return found
-
-
-def run_queue_wait(case: CaseResult) -> float | None:
-    """The median share of their time the case's threads waited for a CPU, over its passes."""
-    shares = [r.contention.wait_share for r in case.passes if r.contention is not None]
-    known = [s for s in shares if s is not None]
-    return statistics.median(known) if known else None
-
-
 def energy_figures(case: CaseResult) -> tuple[float, float] | None:
     """(mean watts, joules per 1,000 samples) over the passes' timed work, when it lasted at least 1 s."""
     records = [r.energy for r in case.passes if r.energy is not None]
@@ -422,7 +374,7 @@ def case_figures(run: Run, case: CaseResult) -> Figures:
         unexplained_share=unexplained_share(run, case)
         if case.ok and verdict(run, case) == UNEXPLAINED
         else None,
-        health=health(run, case),
+        health=health(run, case, peak_fraction(run, case) if case.ok else None),
         contended_passes=sum(r.contended for r in case.passes),
         run_queue_wait=run_queue_wait(case),
         compile_s=case.compile_s,

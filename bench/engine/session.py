@@ -21,7 +21,7 @@ from bench.core.store import save_run, utc_now
 from bench.engine.progress import Say
 from bench.engine.sweep import Sweep
 from bench.engine.validation import validate_training
-from bench.env.collect import cpu_time_split, disturbance_between
+from bench.env.contention import cpu_time_split, disturbance_between
 from bench.measure.data import Dataset
 from bench.measure.devices import clock_overhead, min_round_s, prepare_device
 from bench.measure.efficiency import measure_peaks, precisions_for

@@ -23,7 +23,7 @@ import psutil
 
 from bench.core.envvars import env_text, env_threads
 from bench.core.errors import one_line
-from bench.env.contention import probe_wait_share
+from bench.env.contention import collect_load
 from bench.env.nvml import collect_nvml, unavailable
 
 Facts = dict[str, Any]
@@ -215,54 +215,6 @@ def collect_memory() -> Facts:
         "total_bytes": memory.total,
         "available_bytes": memory.available,
         "cgroup_limit_bytes": cgroup_memory_limit(),
-    }
-
-
-def collect_load(sample_s: float = 0.2, busy_percent: float = 20.0) -> Facts:
-    """What could disturb timings: load average, and other processes busy right now."""
-    try:
-        load = [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        load = None
-    me = os.getpid()
-    processes = []
-    for process in psutil.process_iter(["pid", "name"]):
-        try:
-            process.cpu_percent(None)
-            processes.append(process)
-        except psutil.Error:
-            continue
-    time.sleep(sample_s)
-    busy = []
-    for process in processes:
-        try:
-            percent = process.cpu_percent(None)
-        except psutil.Error:
-            continue
-        if process.pid != me and percent >= busy_percent:
-            busy.append({"pid": process.pid, "name": process.info["name"], "cpu_percent": round(percent)})
-    busy.sort(key=lambda entry: -entry["cpu_percent"])
-    return {
-        "loadavg": load,
-        "busy_processes": busy[:10],
-        "cpu_percent": psutil.cpu_percent(None),
-        "probe_wait_share": probe_wait_share(),
-    }
-
-
-def cpu_time_split() -> dict[str, float]:
-    """Machine-wide CPU seconds so far by kind; two readings give what happened in between."""
-    times = psutil.cpu_times()
-    return {"total": sum(times), "steal": getattr(times, "steal", 0.0), "idle": times.idle}
-
-
-def disturbance_between(before: dict[str, float], after: dict[str, float]) -> Facts:
-    """Share of CPU time the hypervisor took (steal) between two readings, plus load now."""
-    total = after["total"] - before["total"]
-    steal = after["steal"] - before["steal"]
-    return {
-        "steal_percent": round(100 * steal / total, 2) if total > 0 else None,
-        "loadavg_end": [round(value, 2) for value in os.getloadavg()],
     }
 
 

@@ -16,6 +16,9 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from bench.core.records import ContentionRecord
 
@@ -102,7 +105,8 @@ class Watch:
     """`with Watch() as watch: ...` then `watch.record`: the contention of what ran inside."""
 
     def __init__(self, proc: Path = PROC) -> None:
-        self.proc, self.record = proc, None
+        self.proc = proc
+        self.record: ContentionRecord | None = None
         self._before: Reading | None = None
 
     def __enter__(self) -> Watch:
@@ -124,3 +128,51 @@ def probe_wait_share(seconds: float = 0.2, proc: Path = PROC) -> float | None:
             pass
     record = watch.record
     return record.wait_share if record is not None else None
+
+
+def collect_load(sample_s: float = 0.2, busy_percent: float = 20.0) -> dict[str, Any]:
+    """What could disturb timings: load average, and other processes busy right now."""
+    try:
+        load = [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        load = None
+    me = os.getpid()
+    processes = []
+    for process in psutil.process_iter(["pid", "name"]):
+        try:
+            process.cpu_percent(None)
+            processes.append(process)
+        except psutil.Error:
+            continue
+    time.sleep(sample_s)
+    busy = []
+    for process in processes:
+        try:
+            percent = process.cpu_percent(None)
+        except psutil.Error:
+            continue
+        if process.pid != me and percent >= busy_percent:
+            busy.append({"pid": process.pid, "name": process.info["name"], "cpu_percent": round(percent)})
+    busy.sort(key=lambda entry: -entry["cpu_percent"])
+    return {
+        "loadavg": load,
+        "busy_processes": busy[:10],
+        "cpu_percent": psutil.cpu_percent(None),
+        "probe_wait_share": probe_wait_share(),
+    }
+
+
+def cpu_time_split() -> dict[str, float]:
+    """Machine-wide CPU seconds so far by kind; two readings give what happened in between."""
+    times = psutil.cpu_times()
+    return {"total": sum(times), "steal": getattr(times, "steal", 0.0), "idle": times.idle}
+
+
+def disturbance_between(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Share of CPU time the hypervisor took (steal) between two readings, plus load now."""
+    total = after["total"] - before["total"]
+    steal = after["steal"] - before["steal"]
+    return {
+        "steal_percent": round(100 * steal / total, 2) if total > 0 else None,
+        "loadavg_end": [round(value, 2) for value in os.getloadavg()],
+    }
