@@ -12,6 +12,7 @@
 #   scripts/cuda-reference.sh              # on a GPU machine; OUT defaults to results/<date>-<gpu>-cuda-reference
 #   OUT=/tmp/ref scripts/cuda-reference.sh
 #   scripts/cuda-reference.sh --dry-run    # every step on the CPU, saying what a GPU would run; exits 0
+#   scripts/cuda-reference.sh --gpu-steps  # the GPU commands even without a GPU: they fail (tests the script)
 #
 # Without a visible GPU it is a dry run by itself. Data: real Fashion-MNIST when the four IDX files
 # (plain or .gz) sit in data/fashion-mnist/ (git-ignored; `mkdir -p data/fashion-mnist && cp
@@ -21,13 +22,13 @@
 #
 # Steps, in this order, each under `timeout -s INT -k 30 <limit>` (stopped like Ctrl-C, so the harness
 # still writes its tables; killed 30 s later if it does not stop); the limits sum to 480 s:
-#   facts   (15 s)  torch, CUDA, cuDNN, triton, gcc, Python.h, GPUs, driver, packages; nvidia-smi -q
-#   check   (60 s)  bench check --require cuda (table and JSON)
+#   facts   (30 s)  torch, CUDA, cuDNN, triton, gcc, Python.h, GPUs, driver, packages; nvidia-smi -q
+#   check   (50 s)  bench check --require cuda (table and JSON)
 #   tests  (150 s)  pytest -m cuda -rA --durations=0 --junitxml, temporary folders kept in the archive
 #   run     (75 s)  bench run --quick on every GPU and the CPU
 #   modes  (120 s)  every execution mode on the GPUs, --passes 1, peaks, % of peak, NVML energy
 #   ddp     (45 s)  with 2 or more GPUs only: data-parallel over NCCL beside one process
-#   pack    (15 s)  the archive, with a manifest of every file (files over 4 MiB listed, left out)
+#   pack    (10 s)  the archive, with a manifest of every file (files over 4 MiB listed, left out)
 # A failing step never stops or reruns another; the exit status is 1 if any step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,7 @@ dry=0
 for arg in "$@"; do
   case $arg in
     --dry-run) dry=1 ;;
+    --gpu-steps) dry=-1 ;; # the GPU machine's commands even without a GPU (they fail): tests the script itself
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
   esac
@@ -50,10 +52,11 @@ if [ "$gpus" -eq 0 ] && [ "$dry" -eq 0 ]; then
   echo "no GPU visible to $PYTHON's torch: a dry run (every step on the CPU, saying what a GPU would run)"
   dry=1
 fi
+[ "$dry" -eq -1 ] && dry=0
 if [ "$dry" -eq 1 ]; then
   slug=dry-run
 else
-  gpu=$("$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0))" 2>/dev/null | tail -1)
+  gpu=$("$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0))" 2>/dev/null | tail -1 || true)
   slug=$(echo "${gpu:-gpu}" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')
 fi
 OUT=${OUT:-results/$(date +%Y-%m-%d)-${slug}-cuda-reference}
@@ -143,10 +146,10 @@ else
 fi
 EOF
 export PYTHON scratch WORK
-step facts 15 bash "$scratch/facts.sh"
+step facts 30 bash "$scratch/facts.sh"
 
 if [ "$dry" -eq 1 ]; then require=(); else require=(--require cuda); fi
-step check 60 bash -c '"$0" -m bench check "${@:2}"; code=$?; "$0" -m bench check --json "${@:2}" > "$1/check.json"; exit $code' \
+step check 50 bash -c '"$0" -m bench check "${@:2}"; code=$?; "$0" -m bench check --json "${@:2}" > "$1/check.json"; exit $code' \
   "$PYTHON" "$WORK" "${require[@]}"
 would check "bench check --require cuda"
 
@@ -171,10 +174,10 @@ fi
 if [ "$dry" -eq 1 ]; then
   step modes 120 "$PYTHON" -m bench run --devices cpu --modes eager,fused --workloads train_step --batch-sizes 64 \
     --passes 1 --max-time 0.2 --no-download "${data_args[@]}" --out "$WORK/modes"
-  would modes "bench run --devices cuda --modes all --workloads train_step --batch-sizes 64,4096 --passes 1 --max-time 3"
+  would modes "bench run --devices cuda --modes all --workloads train_step --batch-sizes 64,4096 --passes 1 --max-time 2"
 else
   step modes 120 "$PYTHON" -m bench run --devices cuda --modes all --workloads train_step --batch-sizes 64,4096 \
-    --passes 1 --max-time 3 --no-download "${data_args[@]}" --out "$WORK/modes" "${plot[@]}"
+    --passes 1 --max-time 2 --no-download "${data_args[@]}" --out "$WORK/modes" "${plot[@]}"
 fi
 
 if [ "$gpus" -ge 2 ] && [ "$dry" -eq 0 ]; then
@@ -185,7 +188,7 @@ else
   record "ddp exit=skipped seconds=0 (needs 2 or more GPUs, $gpus here)"
 fi
 
-step pack 15 bash -c '
+step pack 10 bash -c '
   cd "$0" || exit 1
   find cuda-reference -type f -size +4M > big.txt
   { echo "files of the archive (bytes):"; find cuda-reference -type f -printf "%s %p\n" | sort -k2

@@ -88,3 +88,25 @@ def test_the_dry_run_goes_through_every_step_and_packs_their_output(tmp_path: Pa
         cases = suite.iter("testcase")
         assert all(case.find("skipped") is not None for case in cases), "without a GPU every cuda test skips"
         assert "dry run: a GPU machine runs" in read("modes.txt")
+
+
+@pytest.mark.slow
+def test_the_gpu_machines_steps_run_through_and_are_packed_even_when_they_fail(tmp_path: Path) -> None:
+    """The branch the GPU machine takes, run here without a GPU (`--gpu-steps`): its commands fail as they
+    must without one, and still every step runs, is recorded with its exit, and lands in the archive."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--gpu-steps"], env=env, capture_output=True, text=True, timeout=400
+    )
+    assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-2000:]
+    steps = (out / "steps.txt").read_text()
+    exits = dict(re.findall(r"^(\w+) exit=(\w+) ", steps, flags=re.MULTILINE))
+    assert set(exits) == set(STEPS), steps
+    assert exits["check"] != "0" and exits["run"] != "0" and exits["modes"] != "0", "they need a GPU"
+    assert exits["facts"] == exits["tests"] == exits["pack"] == "0" and exits["ddp"] == "skipped"
+    assert "dry run" not in steps and steps.rstrip().endswith("exit=1")
+    with tarfile.open(out / "cuda-reference.tar.gz") as archive:
+        names = set(archive.getnames())
+    assert {f"cuda-reference/{name}.txt" for name in STEPS[:-1]} <= names
+    assert {"cuda-reference/pytest-cuda.xml", "cuda-reference/check.json"} <= names

@@ -226,6 +226,23 @@ def test_unknown_modes_and_thread_counts_are_refused(tmp_path: Path) -> None:
         assert result.returncode == 2 and message in result.stderr
 
 
+def test_validation_trains_on_full_batches_only(dataset: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 images at batch 64 end each epoch with a batch of 40: cuda-graph captured a second graph and
+    compile recompiled for it, inside a check that needs one shape."""
+    sizes: list[int] = []
+    real_build = modes.build
+
+    def recording(name: str, device: torch.device | str, seed: int = 0) -> Training:
+        training = real_build(name, device, seed)
+        step = training.step
+        training.step = lambda inputs, labels: sizes.append(len(labels)) or step(inputs, labels)  # type: ignore[method-assign]
+        return training
+
+    monkeypatch.setattr(modes, "build", recording)
+    modes.validation_losses("eager", "cpu", dataset, 64, steps=40)  # past the first epoch's 15 full batches
+    assert len(sizes) == 40 and set(sizes) == {64}
+
+
 def test_compile_on_a_gpu_is_tried_once_on_x_plus_1_and_a_failure_is_the_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
