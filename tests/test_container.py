@@ -198,6 +198,39 @@ def test_cpu_image_runs_the_benchmark_and_leaves_tables_owned_by_the_caller(dock
         shutil.rmtree(ROOT / "results" / folder, ignore_errors=True)
 
 
+def test_the_running_container_is_locked_down(docker: None) -> None:
+    """What compose config promises, seen from inside: an init as PID 1, a read-only root, no
+    capabilities, no privilege gain, the limits, the base image recorded, /data writable by the caller
+    through the image's group (not by everyone)."""
+    environment = {"BENCH_TORCH_INDEX_BASE": os.environ.get("BENCH_TORCH_INDEX_BASE", "")}
+    if _run("docker", "image", "inspect", CPU_IMAGE).returncode != 0:
+        build = _run("docker", "compose", "build", "bench-cpu", env=environment)
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    (ROOT / "results").mkdir(exist_ok=True)
+    probe = (
+        "tr '\\0' ' ' < /proc/1/cmdline; echo; "
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
+        "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max 2>/dev/null; "  # cgroup v2
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max 2>/dev/null; "  # v1
+        "touch /app/probe 2>/dev/null && echo root-writable || echo root-read-only; "
+        "touch /tmp/probe && echo tmp-writable; "
+        "touch /data/probe && echo data-writable && rm /data/probe; "
+        "stat -c '%a %u:%g' /data; echo base=$BENCH_BASE_IMAGE"
+    )
+    ids = {"BENCH_UID": str(os.getuid()), "BENCH_GID": str(os.getgid()), "BENCH_MEM_LIMIT": "3g"}
+    result = _run(
+        "docker", "compose", "run", "--rm", "--entrypoint", "sh", "bench-cpu", "-c", probe,
+        env={**environment, **ids},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "init" in lines[0].split()[0], lines  # docker-init (tini): SIGTERM reaches bench
+    assert "CapEff:\t0000000000000000" in lines and "NoNewPrivs:\t1" in lines, lines
+    assert str(3 * 2**30) in lines and "4096" in lines, lines  # cgroup v2 limits (memory, pids)
+    assert "root-read-only" in lines and "tmp-writable" in lines and "data-writable" in lines, lines
+    assert "2775 1000:1000" in lines and "base=python:3.11-slim" in lines, lines
+
+
 def test_two_nodes_on_the_compose_network_train_one_model_together(docker: None) -> None:
     """node0 and node1 (services of compose.yaml) start torchrun each, meet at node0's rendezvous and run
     a 2-node x 1-process gloo data-parallel case; rank 0, on either node, writes the tables."""
@@ -220,8 +253,8 @@ def test_two_nodes_on_the_compose_network_train_one_model_together(docker: None)
         )  # fmt: skip
         assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-3000:]
         data = json.loads((ROOT / "results" / folder / "results.json").read_text())
-        assert data["state"] == "complete" and data["env"]["processes"]["nnodes"] == 2
-        together = [case for case in data["cases"] if case["world_size"] == 2]
+        assert data["state"] == "complete" and data["processes"]["nnodes"] == 2  # schema 3: its own section
+        together = [case for case in data["cases"] if case["key"]["world_size"] == 2]
         assert together and all(case["status"] == "ok" for case in data["cases"]), data["cases"]
         for case in together:
             assert case["backend"] == "gloo" and case["nnodes"] == 2
