@@ -162,7 +162,8 @@ def test_a_rank_killed_mid_case_is_an_error_cell_and_the_run_goes_on(tmp_path: P
     out = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", "--nproc", "2", "--devices", "cpu", "--workloads", "train_step",
-         "--batch-sizes", "64,32", "--passes", "1", "--max-time", "30", *DATA, "--out", str(out)],
+         "--batch-sizes", "64,32", "--passes", "1", "--max-time", "30", "--retry-contended", "0", *DATA,
+         "--out", str(out)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
     )  # fmt: skip

@@ -128,7 +128,7 @@ def _start_long_run(out: Path, data: Path) -> subprocess.Popen[str]:
         [
             sys.executable, "-m", "bench", "run", "--devices", "cpu", "--passes", "1", "--max-time", "0.6",
             "--workloads", "forward,forward_backward,train_step", "--batch-sizes", "8,16,32,64,128,256",
-            "--dataset", "synthetic", "--data-dir", str(data), "--out", str(out),
+            "--dataset", "synthetic", "--data-dir", str(data), "--out", str(out), "--retry-contended", "0",
         ],
         cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

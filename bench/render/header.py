@@ -27,7 +27,7 @@ def environment_line(env: Any) -> str:
     )
 
 
-def contention_lines(run: Run, strong: Callable[[str], str]) -> list[str]:
+def contention_lines(run: Run, strong: Callable[[str], str], code: Callable[[str], str]) -> list[str]:
     """How many cases rest on passes whose threads waited for CPUs, and what to do about it."""
     measured = [c for c in run.cases if c.passes and any(r.contention is not None for r in c.passes)]
     if not measured:
@@ -39,7 +39,7 @@ def contention_lines(run: Run, strong: Callable[[str], str]) -> list[str]:
         f"{strong(f'CONTENDED: {len(contended)} of {len(measured)} cases')}: their threads waited for a CPU "
         f"more than {CONTENDED_WAIT_SHARE:.0%} of the time in every pass (other work held the CPUs). Their "
         "cells are marked ‼ and left out of speedups, verdicts and compare's decisions. Stop the other work "
-        "(or run with fewer `--threads`) and run again."
+        f"(or run with fewer {code('--threads')}) and run again."
     ]
 
 
@@ -77,7 +77,7 @@ def header_lines(run: Run, markup: bool = True) -> list[str]:
     elif dataset.note and dataset.requested == "auto":
         lines.append(f"Why synthetic: {dataset.note}.")
     lines.append(f"Environment: {environment_line(run.env)}.")
-    lines += contention_lines(run, strong)
+    lines += contention_lines(run, strong, code)
     loadavg = fact(run.env, "load", "loadavg")
     if isinstance(loadavg, list):
         busy = fact(run.env, "load", "busy_processes")
