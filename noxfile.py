@@ -476,11 +476,11 @@ class GpuBoxEnv(TorchEnv):
 
 
 GPU_BOX_CHECK = f"""
-import importlib.metadata, importlib.util, json
+import importlib.metadata, importlib.util, json, sys
 import torch, torchvision
-try:
-    importlib.metadata.distribution("torch-bench")
-    installed = True
+try:  # installed into the environment itself; an editable install's egg-info in the checkout is not that
+    dist = importlib.metadata.distribution("torch-bench")
+    installed = str(dist.locate_file("")).startswith(sys.prefix)
 except importlib.metadata.PackageNotFoundError:
     installed = False
 print(json.dumps({{"torch": torch.__version__, "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
