@@ -63,10 +63,8 @@ def _steal_ticks(proc: Path) -> int | None:
 
 def _involuntary_switches() -> int | None:
     try:
-        import psutil
-
         return int(psutil.Process().num_ctx_switches().involuntary)
-    except Exception:  # no psutil, or a platform without the counter: no fallback
+    except (psutil.Error, AttributeError, NotImplementedError):  # a platform without the counter
         return None
 
 
