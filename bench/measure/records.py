@@ -32,6 +32,7 @@ from bench.measure.data import Dataset
 from bench.measure.devices import synchronize
 from bench.measure.efficiency import count_ops, flops_per_sample
 from bench.measure.energy import EnergyMeter
+from bench.measure.kernels import count_kernels
 from bench.measure.loaders import fixed_batch
 from bench.measure.memory import MemoryMonitor
 from bench.measure.model import Training
@@ -100,15 +101,18 @@ def one_process(key: CaseKey, dataset: Dataset) -> Placement:
 
 def step_facts(
     key: CaseKey, dataset: Dataset, training: Any, call: Callable[[], Any] | None = None
-) -> dict[str, int]:
-    """FLOPs per sample and ATen ops per call of this case's model and mode (counted untimed): the ops of
-    `call` (the timed callable of a round), or else of one training step on a fixed batch."""
+) -> dict[str, int | None]:
+    """FLOPs per sample, ATen ops and (on a GPU) kernels per call of this case's model and mode, counted
+    untimed: those of `call` (the timed callable of a round, already warm), or else of one training step
+    on a fixed batch after a first one (so an epoch's or a training run's count leaves out capture)."""
     if call is None:
         inputs, labels = fixed_batch(dataset, key.batch_size, key.device)
         call = lambda: training.step(inputs, labels)  # noqa: E731
+        call()  # a capture or a compilation happens now, not in what is counted
     return {
         "flops_per_sample": flops_per_sample(training.net, workload(key.workload).backward),
         "ops_per_step": count_ops(call),
+        "kernels_per_step": count_kernels(call, key.device),
     }
 
 
