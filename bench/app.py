@@ -13,7 +13,7 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,8 @@ def run_job(request: RunRequest) -> int:
     try:
         dataset = load_dataset(request.dataset, request.data_dir, download=request.download)
     except BenchError:
+        for cache in folder.glob("inductor-cache-*"):  # made by the probes' torch, empty
+            _remove_if_empty(cache)
         _remove_if_empty(folder)
         raise
     if dataset.info.note:
@@ -314,3 +316,102 @@ def compare_job(
             )
             return EXIT_FAILED
     return EXIT_OK
+
+
+# --- bench ab --------------------------------------------------------------------------------------
+
+
+def default_ab_folder() -> Path:
+    return Path("results") / f"ab-{datetime.now():%Y-%m-%d}-{new_run_id()}"
+
+
+def ab_job(request: Any, argv: Sequence[str], aa: bool = False) -> int:
+    """`bench ab`: probes both sides (a side that cannot run is exit 2 before anything is measured), runs
+    the blocks, and writes ab.json, ab.md and each side's merged run (a/, b/) into one folder."""
+    from bench.analysis.ab import INTERRUPTED, SIDES
+    from bench.engine.ab import ABState, current_cpus, merged_run, probe_both, run_ab
+    from bench.render.ab import AB_JSON, AB_MD, ab_markdown, block_line, console_table, verdict_lines
+
+    folder = request.folder
+    prepare_run_folder(folder)
+    say(f"bench ab: {folder}; probing both sides")
+    try:
+        probes = probe_both(request.sides, request.shared, folder)
+    except BenchError:
+        for cache in folder.glob("inductor-cache-*"):  # made by the probes' torch, empty
+            _remove_if_empty(cache)
+        _remove_if_empty(folder)
+        raise
+    plans = {name: len(found.cases) for name, found in probes.items()}
+    if plans["A"] != plans["B"]:
+        raise UsageError(
+            f"side A plans {plans['A']} cases and side B {plans['B']}: A/B pairs the same cases, in order",
+            hint="give both sides the same workloads, batch sizes and devices (shared options go after --)",
+        )
+    for side in request.sides:
+        found = probes[side.name]
+        say(
+            f"  {side.name}: torch {found.torch}, torchvision {found.torchvision} ({found.python}); {plans['A']} cases"
+        )
+    state = ABState(request, probes, current_cpus())
+    created = utc_now()
+
+    def record() -> dict[str, Any]:
+        return {
+            "kind": "bench-ab",
+            "version": 1,
+            "command_line": shlex.join(["bench", *argv]),
+            "created": created,
+            "aa": aa,
+            "cpus": state.cpus,
+            "shared_args": list(request.shared),
+            "sides": {
+                side.name: {
+                    "python": side.python,
+                    "args": list(side.args),
+                    "env": side.env,
+                    "executable": probes[side.name].python,
+                    "python_version": probes[side.name].python_version,
+                    "torch": probes[side.name].torch,
+                    "torchvision": probes[side.name].torchvision,
+                    "torch_facts": probes[side.name].torch_facts,
+                    "cases": probes[side.name].cases,
+                }
+                for side in request.sides
+            },
+            "options": {
+                "budget_s": request.budget_s,
+                "resolution": request.resolution,
+                "order": request.order,
+                "seed": request.seed,
+                "warmup": request.warmup,
+                "max_pairs": request.max_pairs,
+                "use_contended": request.use_contended,
+            },
+            "stopped": state.stopped or "running",
+            "measured_s": state.measured_s,
+            "wall_s": state.wall_s,
+            "blocks": [asdict(block) for block in state.blocks],
+            "verdicts": [asdict(row) for row in state.verdicts],
+        }
+
+    def on_block(current: ABState) -> None:
+        block = current.blocks[-1]
+        say(block_line(block, current.measured_s, request.budget_s))
+        if not block.warmup and current.pairs and len([b for b in current.blocks if not b.warmup]) % 2 == 0:
+            for line in verdict_lines(current.verdicts):
+                say(line)
+        write_atomic(folder / AB_JSON, json.dumps(record(), indent=1) + "\n")
+
+    run_ab(state, on_block)
+    write_atomic(folder / AB_JSON, json.dumps(record(), indent=1) + "\n")
+    write_atomic(folder / AB_MD, ab_markdown(record(), state.verdicts, state.blocks) + "\n")
+    for name in SIDES:
+        merged = merged_run(folder, state.blocks, name)
+        if merged is not None:
+            (folder / name.lower()).mkdir(exist_ok=True)
+            save_run(merged, folder / name.lower())
+            write_tables(merged, folder / name.lower())
+    print(console_table(state.verdicts))
+    print(f"\nStopped: {state.stopped}. Results: {folder}/ ({AB_MD}, {AB_JSON}, blocks/, a/, b/)")
+    return EXIT_INTERRUPTED if state.stopped == INTERRUPTED else EXIT_OK

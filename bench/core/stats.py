@@ -219,3 +219,21 @@ def units_needed(
         else:
             low = middle
     return max(high, 2)
+
+
+def paired_ratio_interval(ratios: Sequence[float], confidence: float = 0.95) -> RatioEstimate:
+    """Student's t interval for the mean of log ratios of paired measurements, returned as a ratio.
+
+    Each ratio is B/A of two measurements taken side by side (`bench ab`'s pairs of blocks), so the
+    machine's drift between pairs divides out and the pairs are the independent units. The ratio is
+    their geometric mean; with one ratio, or ratios all alike, the interval is the ratio itself.
+    """
+    if not ratios or min(ratios) <= 0:
+        raise ValueError("paired_ratio_interval needs positive ratios")
+    logs = [math.log(x) for x in ratios]
+    mean = statistics.fmean(logs)
+    n = len(logs)
+    if n < 2 or statistics.variance(logs) == 0:
+        return RatioEstimate(safe_exp(mean), safe_exp(mean), safe_exp(mean), n, n)
+    margin = t_quantile(1 - (1 - confidence) / 2, n - 1) * statistics.stdev(logs) / math.sqrt(n)
+    return RatioEstimate(safe_exp(mean), safe_exp(mean - margin), safe_exp(mean + margin), n, n)
