@@ -38,7 +38,7 @@ from bench.analysis.ab import (
     pair_order,
     stop_reason,
 )
-from bench.core.errors import RunFailure, UsageError, one_line
+from bench.core.errors import RunFailure, UsageError
 from bench.core.results import CaseResult, Run
 from bench.core.schema import load_run
 from bench.core.store import RESULTS_FILE
@@ -252,7 +252,7 @@ def run_block(state: ABState, side: Side, warmup: bool) -> Block:
     if not (folder / RESULTS_FILE).exists():
         lines = [line for line in (folder / "block.log").read_text(errors="replace").splitlines() if line]
         raise RunFailure(
-            f"block {index} of side {side.name} wrote no results (exit {code}): {one_line(lines[-1] if lines else '')}",
+            f"block {index} of side {side.name} wrote no results (exit {code}): {lines[-1][:300] if lines else 'no output'}",
             hint=f"its output is in {folder / 'block.log'}",
         )
     run = load_run(folder)
