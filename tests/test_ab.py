@@ -209,10 +209,12 @@ def test_markdown_names_both_sides_the_stop_and_each_verdict() -> None:
     }
     text = ab_markdown(record, rows, blocks)
     assert "options: `--modes fused`" in text and "`OMP_NUM_THREADS=1`" in text and "torch 2.14" in text
-    assert f"Stopped: **{ALL_DECIDED}**" in text and "6 pairs counted" in text and "2 warm-up" in text
+    assert (
+        f"Stopped: **{ALL_DECIDED}**" in text and f"{MIN_PAIRS} pairs counted" in text and "2 warm-up" in text
+    )
     table_row = next(line for line in text.splitlines() if line.startswith("| case 0"))
     assert "B slower" in table_row and "+1" in table_row
-    assert "B slower" in verdict_lines(rows)[0] and "over 6 pairs" in verdict_lines(rows)[0]
+    assert "B slower" in verdict_lines(rows)[0] and f"over {MIN_PAIRS} pairs" in verdict_lines(rows)[0]
 
 
 # --- the sides, before anything is measured --------------------------------------------------------

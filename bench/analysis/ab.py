@@ -3,21 +3,22 @@
 The blocks run in pairs, one block of each side next to each other in time (ABBA: A B, B A, A B ...,
 so a drift that is linear over two pairs cancels, and neither side always goes first). Per case, each
 pair gives one ratio, B's median time over A's from the same minute of the machine: drift between
-minutes, which `bench compare` cannot tell from a change, divides out. The estimate is the median of
-those ratios' geometric mean with Student's t interval on their logs (`stats.paired_ratio_interval`,
-the paired t-test; the pairs are the units). The rule looks at the intervals after every pair, and
-each look is a chance of a false alarm, so each interval is at 99% (`LOOK_CONFIDENCE`), divided
-further over the cases (Bonferroni). In a simulation of A against itself, stopping at the first
-verdict within 16 pairs, 99% intervals called a difference in about 4% of runs where 95% ones called
-it in about 20%; a percentile bootstrap of the median ratio over 6 to 16 pairs, tried first, was too
-narrow (11% at 99%), so the mean of log ratios it is, and a block that was disturbed (contended) is
-left out rather than outvoted.
+minutes, which `bench compare` cannot tell from a change, divides out. The estimate is the geometric
+mean of those ratios with Student's t interval on their logs (`stats.paired_ratio_interval`, the
+paired t-test; the pairs are the units). The rule looks at the intervals after every pair, and each
+look is a chance of a false alarm, so each interval is at 99% (`LOOK_CONFIDENCE`), divided further
+over the cases (Bonferroni). In a simulation of A against itself, stopping at the first verdict
+within 16 pairs (from the fourth), 99% intervals called a difference in about 5% of runs at 8% noise
+per pair where 95% ones called it in about 20%, and still called a 10% change in 97% of runs. A
+percentile bootstrap of the median ratio, tried first, was too narrow over so few pairs (11% false
+alarms at 99%), so the mean of log ratios it is; a block that was disturbed (contended) is left out
+rather than outvoted.
 
 Verdict at the resolution X (`--resolution`, a fraction): `same within ±X` when the whole interval
 lies between 1/(1+X) and 1+X (an equivalence test: any change is smaller than X); otherwise
 `B slower` when the interval lies above 1, `B faster` when below; otherwise `undecided`. No verdict
-before `MIN_PAIRS` pairs: an interval from fewer pairs rests on too little to know the noise. Blocks go on
-until every case has a verdict or the budget of measuring seconds is spent.
+before `MIN_PAIRS` pairs: an interval from fewer rests on too little to know the noise. Blocks go
+on until every case has a verdict or the budget of measuring seconds (the counted blocks' own) is spent.
 
 A pair counts for a case only when both its blocks measured the case (`ok`) and, unless asked
 otherwise, neither was `contended` (its threads waited for CPUs other work held): a marked cell is
@@ -38,7 +39,7 @@ SIDES = (A, B)
 FASTER, SLOWER, UNDECIDED = "B faster", "B slower", "undecided"
 LOOK_CONFIDENCE = 0.99  # each look's intervals, all cases together
 RESOLUTION = 0.05
-MIN_PAIRS = 6
+MIN_PAIRS = 4
 ORDERS = ("abba", "random")
 
 

@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=finite_float,
         default=120.0,
         metavar="SECONDS",
-        help="seconds of measuring (each block's run after its start-up, warm-ups included) after which no "
-        "pair is started (default: %(default)g)",
+        help="seconds of measuring (the counted blocks' runs after their start-up; warm-ups not counted) after "
+        "which no pair is started (default: %(default)g)",
     )
     parser.add_argument(
         "--resolution",

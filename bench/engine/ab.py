@@ -97,7 +97,8 @@ class ABState:
 
     @property
     def measured_s(self) -> float:
-        return sum(block.measured_s for block in self.blocks)
+        """Seconds the counted blocks measured: what the budget counts (warm-ups and start-ups are extra)."""
+        return sum(block.measured_s for block in self.blocks if not block.warmup)
 
     @property
     def wall_s(self) -> float:
