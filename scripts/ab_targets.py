@@ -60,7 +60,11 @@ def rows_of(kind: str, rep: int, record: dict) -> list[str]:
     meta = record["_script"]
     rows = []
     for row in record["verdicts"]:
-        interval = f"{row['low']:.3f}–{row['high']:.3f}" if row["low"] is not None else "–"
+        interval = (
+            f"{row['low']:.3g}–{row['high']:.3g}"
+            if row["low"] is not None and len(row["ratios"]) > 2
+            else "–"
+        )
         ratio = f"{row['ratio']:.3f}" if row["ratio"] is not None else ""
         rows.append(
             f"| {kind} | {rep} | {row['label_a']} | {len(row['ratios'])} (+{row['dropped']} left out) | {ratio} | "

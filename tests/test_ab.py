@@ -322,3 +322,12 @@ def test_b_env_and_b_args_reach_only_side_b(tmp_path: Path) -> None:
     assert str(runs["A"].env["cpu"]["omp_num_threads"]) == str(os.environ.get("OMP_NUM_THREADS") or None)
     assert runs["B"].cases[0].key.threads == 1 and runs["A"].cases[0].key.threads is None
     assert record["verdicts"][0]["label_b"] == "forward · cpu · batch 64 · 1 threads"
+
+
+def test_interval_text_says_nothing_below_three_pairs_and_stays_short_when_wide() -> None:
+    from bench.render.ab import interval_text
+
+    assert interval_text(judge_case(0, "x", "x", [1.0, 4.0], 0)) == "–"  # df 1: the bounds say nothing
+    wide = interval_text(judge_case(0, "x", "x", [0.01, 100.0, 1.0], 0))
+    assert "e" in wide and len(wide) < 20
+    assert interval_text(judge_case(0, "x", "x", [1.0, 1.02, 0.99], 0)).startswith("0.9")

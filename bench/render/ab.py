@@ -25,10 +25,15 @@ from bench.render.units import fmt_seconds
 AB_MD, AB_JSON = "ab.md", "ab.json"
 
 
+def bound_text(value: float) -> str:
+    return f"{value:.3f}" if 0.001 <= value < 1000 else f"{value:.1e}"
+
+
 def interval_text(row: CaseVerdict) -> str:
-    if row.low is None or row.high is None or row.pairs < 2:
+    """`0.952–1.043`; `–` below three pairs (with one degree of freedom the interval says nothing)."""
+    if row.low is None or row.high is None or row.pairs < 3:
         return "–"
-    return f"{row.low:.3f}–{row.high:.3f}"
+    return f"{bound_text(row.low)}–{bound_text(row.high)}"
 
 
 def ratio_text(row: CaseVerdict) -> str:
