@@ -2,6 +2,9 @@
 
     python scripts/ab_targets.py                      # the issue's sizes: 10 A/A at 60 s, 5 changes at 120 s
     python scripts/ab_targets.py --aa-reps 2 --change-reps 2 --no-truth   # a shortened version
+    python scripts/ab_targets.py --aa-reps 0 --change-reps 0 --no-truth   # only rewrite targets.md
+
+Repetitions already in `--out` are kept and counted: the script adds its repetitions after them.
 
 1. `bench ab --aa` on train_step at batch 64 and 1024, `--aa-reps` times at `--aa-budget`: how many
    repetitions call a difference (`B faster`/`B slower`) at 5% resolution (target: at most 1 of 10).
@@ -39,13 +42,21 @@ def bench_ab(folder: Path, side_args: list[str], budget: float, shared: list[str
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"bench ab failed ({done.returncode}): {done.stderr[-2000:]}")
-    record = json.loads((folder / "ab.json").read_text())
-    record["_script"] = {
+    meta = {
         "command": command,
         "seconds": time.monotonic() - started,
         "load_before": load_before,
         "load_after": os.getloadavg(),
     }
+    (folder / "script.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return read(folder)
+
+
+def read(folder: Path) -> dict:
+    """A repetition's ab.json, with what this script noted about it (load, wall time) where it did."""
+    record = json.loads((folder / "ab.json").read_text())
+    script = folder / "script.json"
+    record["_script"] = json.loads(script.read_text()) if script.exists() else None
     return record
 
 
@@ -57,7 +68,7 @@ def tidy(folder: Path, keep_blocks: bool) -> None:
 
 
 def rows_of(kind: str, rep: int, record: dict) -> list[str]:
-    meta = record["_script"]
+    meta = record["_script"] or {"seconds": record["wall_s"], "load_before": ["?"], "load_after": ["?"]}
     rows = []
     for row in record["verdicts"]:
         interval = (
@@ -69,9 +80,13 @@ def rows_of(kind: str, rep: int, record: dict) -> list[str]:
         rows.append(
             f"| {kind} | {rep} | {row['label_a']} | {len(row['ratios'])} (+{row['dropped']} left out) | {ratio} | "
             f"{interval} | {row['verdict']} | {record['stopped']} | {record['measured_s']:.0f} / "
-            f"{meta['seconds']:.0f} | {meta['load_before'][0]:.1f} → {meta['load_after'][0]:.1f} |"
+            f"{meta['seconds']:.0f} | {load(meta['load_before'])} → {load(meta['load_after'])} |"
         )
     return rows
+
+
+def load(values: list) -> str:
+    return f"{values[0]:.1f}" if isinstance(values[0], (int, float)) else "?"
 
 
 def main() -> int:
@@ -104,38 +119,44 @@ def main() -> int:
     extra = args.extra.split()
     lines: list[str] = []
     aa_calls = 0
-    for rep in range(args.aa_reps):
+    done_aa = len(list(args.out.glob("aa-*/ab.json")))  # earlier repetitions in this folder count too
+    for rep in range(done_aa, done_aa + args.aa_reps):
         folder = args.out / f"aa-{rep + 1:02d}"
-        record = bench_ab(
-            folder, ["--aa"], args.aa_budget, [*common, "--batch-sizes", args.aa_batch_sizes], extra
-        )
+        bench_ab(folder, ["--aa"], args.aa_budget, [*common, "--batch-sizes", args.aa_batch_sizes], extra)
         tidy(folder, args.keep_blocks)
+        print(f"A/A {rep + 1} done", flush=True)
+    aa_folders = sorted(args.out.glob("aa-*/ab.json"))
+    for rep, path in enumerate(aa_folders):
+        record = read(path.parent)
         aa_calls += any(row["verdict"] in DIFFERENT for row in record["verdicts"])
         lines += rows_of("A/A", rep + 1, record)
-        print(lines[-1], flush=True)
     change_shared = [*common, "--batch-sizes", args.change_batch_sizes]
     change = ["--b-args", args.change_args]
     truth = None
     if args.truth:
         folder = args.out / "truth"
-        record = bench_ab(
+        bench_ab(
             folder,
             change,
             args.change_budget * args.truth_factor,
             change_shared,
-            [*extra, "--resolution", "0.1"],
+            [*extra, "--resolution", "10"],
         )
         tidy(folder, args.keep_blocks)
+        record = read(folder)
         truth = record["verdicts"][0]["ratio"]
         lines += rows_of("truth", 1, record)
     results = []
-    for rep in range(args.change_reps):
+    done_change = len(list(args.out.glob("change-*/ab.json")))
+    for rep in range(done_change, done_change + args.change_reps):
         folder = args.out / f"change-{rep + 1:02d}"
-        record = bench_ab(folder, change, args.change_budget, change_shared, extra)
+        bench_ab(folder, change, args.change_budget, change_shared, extra)
         tidy(folder, args.keep_blocks)
+        print(f"change {rep + 1} done", flush=True)
+    for rep, path in enumerate(sorted(args.out.glob("change-*/ab.json"))):
+        record = read(path.parent)
         results.append(record["verdicts"][0])
         lines += rows_of("change", rep + 1, record)
-        print(lines[-1], flush=True)
     called = [row["verdict"] for row in results]
     contains = [
         truth is not None and row["low"] is not None and row["low"] <= truth <= row["high"] for row in results
@@ -147,7 +168,7 @@ def main() -> int:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Shared options of each block: `{' '.join(common)}`; "
         f"the change: `{' '.join(change)}` at batch {args.change_batch_sizes}.",
         "",
-        f"- A/A: {aa_calls} of {args.aa_reps} repetitions called a difference at 5% resolution (target: at most 1 of 10).",
+        f"- A/A: {aa_calls} of {len(aa_folders)} repetitions called a difference at 5% resolution (target: at most 1 of 10).",
         f"- change: verdicts {', '.join(called) or 'none'} (target: the right direction in each of 5).",
         f"- true ratio: {truth:.3f} (one run {args.truth_factor:g}x longer); intervals containing it: "
         f"{sum(contains)} of {len(contains)} (target: 4 of 5)."

@@ -305,7 +305,9 @@ def merged_run(folder: Path, blocks: Sequence[Block], side: str) -> Run | None:
         for case in run.cases:
             passes = [replace(record, index=number) for record in case.passes]
             earlier = cases.get(case.key)
-            if earlier is None:
+            if earlier is None or (
+                case.ok and not earlier.ok
+            ):  # a failure stays only while nothing measured it
                 cases[case.key] = replace(case, passes=passes)
             elif earlier.ok and case.ok:
                 cases[case.key] = replace(earlier, passes=[*earlier.passes, *passes])
