@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, help="results folder (default: results/ab-<date>-<id>/)")
     parser.add_argument(
-        "shared", nargs=argparse.REMAINDER, help="after --: the `bench run` options of both sides"
+        "shared", nargs="*", metavar="-- RUN OPTIONS", help="after --: the `bench run` options of both sides"
     )
 
 
@@ -118,9 +118,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import app
     from bench.engine.ab import ABRequest, Side
 
-    shared = list(args.shared)
-    if shared[:1] == ["--"]:
-        shared = shared[1:]
+    shared = [arg for arg in args.shared if arg != "--"]  # argparse keeps a `--` in some versions
     if not args.budget > 0:
         raise UsageError(f"--budget {args.budget:g} must be a positive number of seconds")
     if not 0 < args.resolution < 100:

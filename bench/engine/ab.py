@@ -124,8 +124,8 @@ def side_environ(side: Side, folder: Path) -> dict[str, str]:
     cache of its own (unless the side names one), and the side's variables last."""
     environ = dict(os.environ)
     environ.pop("BENCH_COMMAND_LINE", None)
-    path = environ.get("PYTHONPATH")
-    environ["PYTHONPATH"] = harness_root() + (os.pathsep + path if path else "")
+    inherited = environ.pop("PYTHONPATH", "")  # passed through, not interpreted
+    environ["PYTHONPATH"] = os.pathsep.join(part for part in (harness_root(), inherited) if part)
     environ["TORCHINDUCTOR_CACHE_DIR"] = str((folder / f"inductor-cache-{side.name.lower()}").resolve())
     environ.update(side.env)
     return environ
