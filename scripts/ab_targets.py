@@ -104,6 +104,9 @@ def main() -> int:
     parser.add_argument("--max-time", default="0.3", help="bench run --max-time of each block (default: 0.3)")
     parser.add_argument("--extra", default="", help="more bench ab options, e.g. --use-contended")
     parser.add_argument("--keep-blocks", action="store_true")
+    parser.add_argument(
+        "--note", default="", help="a line about the machine's state, written into targets.md"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     common = [
@@ -167,6 +170,8 @@ def main() -> int:
         f"Made by `python scripts/ab_targets.py {' '.join(sys.argv[1:])}` on {os.uname().nodename}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Shared options of each block: `{' '.join(common)}`; "
         f"the change: `{' '.join(change)}` at batch {args.change_batch_sizes}.",
+        "Repetitions accumulate in the folder over invocations; this file counts all of them.",
+        *(["", args.note] if args.note else []),
         "",
         f"- A/A: {aa_calls} of {len(aa_folders)} repetitions called a difference at 5% resolution (target: at most 1 of 10).",
         f"- change: verdicts {', '.join(called) or 'none'} (target: the right direction in each of 5).",
