@@ -13,10 +13,10 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.core.catalog import Status, dataset_display_name
 from bench.core.envvars import env_int, env_path, env_text
@@ -40,6 +40,9 @@ from bench.render.csvfile import CSV_FILE, csv_text
 from bench.render.summary import SUMMARY_FILE, console_summary, summary_markdown
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+if TYPE_CHECKING:
+    from bench.engine.ab import ABRequest
 
 
 def say(line: str) -> None:
@@ -325,7 +328,7 @@ def default_ab_folder() -> Path:
     return Path("results") / f"ab-{datetime.now():%Y-%m-%d}-{new_run_id()}"
 
 
-def ab_job(request: Any, argv: Sequence[str], aa: bool = False) -> int:
+def ab_job(request: ABRequest, argv: Sequence[str], aa: bool = False) -> int:
     """`bench ab`: probes both sides (a side that cannot run is exit 2 before anything is measured), runs
     the blocks, and writes ab.json, ab.md and each side's merged run (a/, b/) into one folder."""
     from bench.analysis.ab import INTERRUPTED, SIDES
@@ -357,43 +360,7 @@ def ab_job(request: Any, argv: Sequence[str], aa: bool = False) -> int:
     created = utc_now()
 
     def record() -> dict[str, Any]:
-        return {
-            "kind": "bench-ab",
-            "version": 1,
-            "command_line": shlex.join(["bench", *argv]),
-            "created": created,
-            "aa": aa,
-            "cpus": state.cpus,
-            "shared_args": list(request.shared),
-            "sides": {
-                side.name: {
-                    "python": side.python,
-                    "args": list(side.args),
-                    "env": side.env,
-                    "executable": probes[side.name].python,
-                    "python_version": probes[side.name].python_version,
-                    "torch": probes[side.name].torch,
-                    "torchvision": probes[side.name].torchvision,
-                    "torch_facts": probes[side.name].torch_facts,
-                    "cases": probes[side.name].cases,
-                }
-                for side in request.sides
-            },
-            "options": {
-                "budget_s": request.budget_s,
-                "resolution": request.resolution,
-                "order": request.order,
-                "seed": request.seed,
-                "warmup": request.warmup,
-                "max_pairs": request.max_pairs,
-                "use_contended": request.use_contended,
-            },
-            "stopped": state.stopped or "running",
-            "measured_s": state.measured_s,
-            "wall_s": state.wall_s,
-            "blocks": [asdict(block) for block in state.blocks],
-            "verdicts": [asdict(row) for row in state.verdicts],
-        }
+        return state.record(shlex.join(["bench", *argv]), created, aa)
 
     def on_block(current: ABState) -> None:
         block = current.blocks[-1]

@@ -20,7 +20,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from random import Random
@@ -107,6 +107,48 @@ class ABState:
     @property
     def pairs(self) -> int:
         return len(counted_pairs(self.blocks))
+
+    def record(self, command_line: str, created: str, aa: bool) -> dict[str, Any]:
+        """ab.json: both sides (interpreter, torch build and flags, options, variables), every block with
+        its raw samples, the verdicts, and why the blocks stopped."""
+        request = self.request
+        return {
+            "kind": "bench-ab",
+            "version": 1,
+            "command_line": command_line,
+            "created": created,
+            "aa": aa,
+            "cpus": self.cpus,
+            "shared_args": list(request.shared),
+            "sides": {
+                side.name: {
+                    "python": side.python,
+                    "args": list(side.args),
+                    "env": side.env,
+                    "executable": self.probes[side.name].python,
+                    "python_version": self.probes[side.name].python_version,
+                    "torch": self.probes[side.name].torch,
+                    "torchvision": self.probes[side.name].torchvision,
+                    "torch_facts": self.probes[side.name].torch_facts,
+                    "cases": self.probes[side.name].cases,
+                }
+                for side in request.sides
+            },
+            "options": {
+                "budget_s": request.budget_s,
+                "resolution": request.resolution,
+                "order": request.order,
+                "seed": request.seed,
+                "warmup": request.warmup,
+                "max_pairs": request.max_pairs,
+                "use_contended": request.use_contended,
+            },
+            "stopped": self.stopped or "running",
+            "measured_s": self.measured_s,
+            "wall_s": self.wall_s,
+            "blocks": [asdict(block) for block in self.blocks],
+            "verdicts": [asdict(row) for row in self.verdicts],
+        }
 
 
 def refused_args(args: Sequence[str]) -> list[str]:
