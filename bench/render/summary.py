@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.core.catalog import COUNTING_RULE, OVERHEAD_SHARE
+from bench.core.catalog import COMPUTE_BOUND_SHARE, COUNTING_RULE, OVERHEAD_SHARE
 from bench.core.results import Run
 from bench.core.stats import NOISY_SPREAD, QUARTILE_METHOD
 from bench.render import sections
@@ -23,8 +23,10 @@ def _efficiency_intro(run: Run) -> str:
     peaks, energy = peaks_lines(run.peaks), energy_lines(run.meters)
     return (
         f"FLOPs: {COUNTING_RULE}. Peaks measured in this run: {'; '.join(peaks) or 'not recorded'}. "
-        "`ops × floor`: the ATen ops one step dispatches times the per-op floor, as a share of the step; "
-        f"above {OVERHEAD_SHARE:.0%} the step is `overhead-bound`, else `compute-bound` (an epoch that waits "
+        "`ops × floor`: the ATen ops one step dispatches times the per-op floor (on a GPU, or its kernels "
+        "times the per-kernel floor, if more), as a share of the step; "
+        f"above {OVERHEAD_SHARE:.0%} the step is `overhead-bound`; `compute-bound` only at "
+        f"{COMPUTE_BOUND_SHARE:.0%} of the peak or more; else `unexplained` (an epoch that waits "
         f"for its data {OVERHEAD_SHARE:.0%} of the time or more is `data-bound`). Energy: "
         f"{'; '.join(energy) or 'not recorded'} (mean power over the timed work, when it lasted at least 1 s)."
     )
