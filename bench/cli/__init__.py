@@ -23,7 +23,7 @@ from bench import __version__
 from bench.core.crash import note_run_folder, noted_run_folder, write_crash_log
 from bench.core.errors import BenchError, one_line
 
-COMMANDS = ("check", "run", "report", "compare")
+COMMANDS = ("check", "run", "report", "compare", "findings")
 EXIT_CRASH = 70  # EX_SOFTWARE: an internal error
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE

@@ -14,9 +14,16 @@ from bench.core.catalog import COMPUTE_BOUND_SHARE, COUNTING_RULE, OVERHEAD_SHAR
 from bench.core.results import Run
 from bench.core.stats import NOISY_SPREAD, QUARTILE_METHOD
 from bench.render import sections
+from bench.render.findings import findings_lines
 from bench.render.header import energy_lines, header_lines, peaks_lines
 
 SUMMARY_FILE = "summary.md"
+FINDINGS_INTRO = (
+    "Each setup's bottleneck, the figure that shows it, and the gain over it of every remedy this run "
+    "measured, from two of its cells. A gain is claimed only where the two cells' interquartile intervals do "
+    "not overlap; contended, inconsistent, above-peak and invalid cells are never evidence; a remedy the run "
+    "did not measure comes with the command that would."
+)
 
 
 def _efficiency_intro(run: Run) -> str:
@@ -123,6 +130,9 @@ CONSOLE = (
 
 def summary_markdown(run: Run) -> str:
     parts = [f"# Benchmark run {run.run_id}", "", *[f"{line}  " for line in header_lines(run)], ""]
+    found = findings_lines(run)
+    if found:
+        parts += ["## Findings", "", FINDINGS_INTRO, "", *found, ""]
     for section in SECTIONS:
         table = section.table(run)
         if not table:
@@ -138,6 +148,9 @@ def summary_markdown(run: Run) -> str:
 
 def console_summary(run: Run) -> str:
     parts = [*header_lines(run, markup=False)]
+    found = findings_lines(run, markup=False)
+    if found:
+        parts += ["", "Findings (the gain of each remedy, from this run's cells):", *found]
     for title, render in CONSOLE:
         table = render(run, fmt="simple")
         if table:
