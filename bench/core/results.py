@@ -90,6 +90,13 @@ class CaseResult:
         """The figure rests on contended passes: no pass of the case had the CPUs to itself."""
         return bool(self.passes) and not self.clean_passes
 
+    @property
+    def device_marks(self) -> list[str]:
+        """`throttled` / `shared`: the GPU slowed its clocks, or other processes used it, during a pass
+        the case's figure rests on (NVML, read around each pass)."""
+        health = [r.device_health for r in (self.clean_passes or self.passes) if r.device_health is not None]
+        return [name for name in ("throttled", "shared") if any(getattr(h, name) for h in health)]
+
     @cached_property
     def samples_s(self) -> list[float]:
         """The samples the case's figures rest on, in the order they were taken: those of the clean

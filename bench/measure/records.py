@@ -32,6 +32,7 @@ from bench.measure.data import Dataset
 from bench.measure.devices import synchronize
 from bench.measure.efficiency import count_ops, flops_per_sample
 from bench.measure.energy import EnergyMeter
+from bench.measure.health_watch import DeviceWatch
 from bench.measure.kernels import count_kernels
 from bench.measure.loaders import fixed_batch
 from bench.measure.memory import MemoryMonitor
@@ -139,7 +140,7 @@ def measure_rounds(
         graphs = modes.compiled_graphs() if key.mode == "compile" else None
         gc.collect()  # pytest-benchmark keeps the collector off during the rounds (disable_gc)
         joules_before, start = meter.read(), time.perf_counter()
-        with Watch() as watch:
+        with Watch() as watch, DeviceWatch(key.device) as health:
             benchmark(step)
             synchronize(key.device)
         window, joules = time.perf_counter() - start, meter.joules_between(joules_before, meter.read())
@@ -156,6 +157,7 @@ def measure_rounds(
         memory=monitor.reading,
         energy=energy_record(meter, [joules], window),
         contention=watch.record,
+        device_health=health.record,
     )
     facts = step_facts(key, dataset, training, step) if first_pass else {}
     return Measured([record], key.batch_size, facts)
@@ -172,7 +174,7 @@ def measure_epochs(
         training = place.build(0)
         hooks = Hooks(_graphs_after_warm_up(key, graphs), place.before_epoch, monitor.sample, meter)
         source = place.source(item.pass_index)
-        with Watch() as watch:
+        with Watch() as watch, DeviceWatch(key.device) as health:
             timings = time_epochs(
                 training, source, len(dataset.train_labels), key.batch_size, item.repeats, hooks
             )
@@ -189,6 +191,7 @@ def measure_epochs(
         energy=energy_record(meter, [t.energy_j for t in timings], sum(t.seconds for t in timings)),
         wall_s=round(time.perf_counter() - start, 3),
         contention=watch.record,
+        device_health=health.record,
     )
     facts = step_facts(key, dataset, training) if first_pass and key.processes == 1 else {}
     return Measured([record], timings[0].samples, facts)
@@ -208,7 +211,7 @@ def measure_runs(
             training = place.build(run_index)
             hooks = Hooks(_graphs_after_warm_up(key, graphs), place.before_epoch, monitor.sample, meter)
             source = place.source(run_index)
-            with Watch() as watch:
+            with Watch() as watch, DeviceWatch(key.device) as health:
                 run = train_epochs(
                     training, source, dataset, key.batch_size, epochs, run_index, hooks, place.evaluates
                 )
@@ -229,6 +232,7 @@ def measure_runs(
                 energy=energy_record(meter, run.energy_j, sum(run.epoch_seconds)),
                 wall_s=round(time.perf_counter() - start, 3),
                 contention=watch.record,
+                device_health=health.record,
             )
         )
         samples = run.samples_per_epoch

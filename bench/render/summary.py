@@ -52,7 +52,8 @@ SECTIONS = (
         lambda run: (
             f"Cells marked `~` are noisy (spread IQR/median above {NOISY_SPREAD:.0%}; quartiles are "
             f"{QUARTILE_METHOD}); cells marked `‼` are contended (their threads waited for CPUs other work held: "
-            "not to be trusted). OOM, error, skipped and invalid cells were attempted and are explained in All cases."
+            "not to be trusted); cells marked `†` ran on a GPU that throttled or served other processes (NVML, read "
+            "around each pass). OOM, error, skipped and invalid cells were attempted and are explained in All cases."
         ),
         sections.throughput_table,
     ),
