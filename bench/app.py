@@ -194,7 +194,7 @@ def rank_job(request: RunRequest) -> int:
     A rank exits 0 whatever its cases did, so torchrun only reports real failures; a rank that fails
     leaves a fault report for the supervisor (bench.engine.launch) before it goes.
     """
-    from bench.engine.distributed import World
+    from bench.engine.distributed import World, link_bus_bandwidth
     from bench.engine.launch import FAULT_DIR_ENV, write_fault
     from bench.engine.session import run_sweep
     from bench.measure.data import load_dataset
@@ -202,6 +202,7 @@ def rank_job(request: RunRequest) -> int:
     options = request.options
     world = World.join(options.devices[0])
     try:
+        link = link_bus_bandwidth(world)  # every rank, before the sweep: what the link itself does
         if options.devices[0] == "cpu" and options.threads[0] is not None:
             import torch
 
@@ -217,7 +218,7 @@ def rank_job(request: RunRequest) -> int:
             prepare_run_folder(folder)
             facts, check = collect_facts(request)
             run = new_run(request, facts, check, dataset, run_id)
-            run.processes = ProcessFacts(world.size, world.nnodes, world.backend, options.threads[0])
+            run.processes = ProcessFacts(world.size, world.nnodes, world.backend, options.threads[0], link)
         else:
             run = Run(run_id, utc_now(), {}, dataset.info, options)
         try:

@@ -178,9 +178,13 @@ def communication_finding(run: Run, case: CaseResult) -> Finding | None:
     if share is None or share < OVERHEAD_SHARE:
         return None
     larger = batch_remedy(run, case)
-    return Finding(
-        COMMUNICATION, case.key, f"the all-reduce takes {share:.0%} of a step", [larger] if larger else []
-    )
+    figure = f"the gradient all-reduce takes {share:.0%} of a step"
+    figures = case_figures(run, case)
+    if figures.all_reduce_bus_bytes_per_s is not None:
+        figure += f", at {figures.all_reduce_bus_bytes_per_s / 1e9:.3g} GB/s bus bandwidth"
+        if figures.all_reduce_link_share is not None:
+            figure += f" ({figures.all_reduce_link_share:.0%} of a large all-reduce's between the same ranks)"
+    return Finding(COMMUNICATION, case.key, figure, [larger] if larger else [])
 
 
 RULES = (data_finding, step_finding, memory_finding, communication_finding)

@@ -226,6 +226,7 @@ class PassRecord:
     recompiles: int | None = None  # graphs torch.compile built while the clock ran (should be 0)
     per_rank_s: list[list[float]] | None = None  # processes at once: each rank's seconds, unit by unit
     comm_s: float | None = None  # data-parallel: the gradient all-reduce alone, seconds per step
+    comm_bytes: int | None = None  # data-parallel: the bytes that all-reduce moves (the gradients' size)
     memory: MemoryRecord | None = None
     energy: EnergyRecord | None = None
     wall_s: float | None = None
@@ -248,6 +249,8 @@ class PassRecord:
         _check_seconds(self.eval_seconds, "eval_seconds")
         require(self.calls_per_round is None or self.calls_per_round >= 1, "calls_per_round is at least 1")
         require(self.batches is None or self.batches >= 1, "batches is at least 1")
+        require(self.comm_s is None or 0 < self.comm_s < MAX_SAMPLE_S, "comm_s is a duration")
+        require(self.comm_bytes is None or self.comm_bytes >= 1, "comm_bytes is at least 1")
         for name in ("data_seconds", "test_accuracy", "mean_loss", "eval_seconds"):
             values = getattr(self, name)
             require(values is None or len(values) == len(self.samples_s), f"{name} has one value per epoch")

@@ -308,6 +308,9 @@ class ProcessFacts:
     nnodes: int
     backend: str
     threads_per_process: int | None = None
+    link_bus_bandwidth: float | None = (
+        None  # bytes/s: a large all-reduce between the ranks (nccl-tests' busbw)
+    )
 
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
 

@@ -10,7 +10,7 @@ from bench.core.catalog import PRECISIONS, dataset_display_name
 from bench.core.facts import fact, fact_text
 from bench.core.records import CONTENDED_WAIT_SHARE
 from bench.core.results import MeterFacts, Peaks, Run, TimingPolicy
-from bench.render.units import fmt_flops, fmt_seconds
+from bench.render.units import fmt_bandwidth, fmt_flops, fmt_seconds
 
 
 def environment_line(env: Any) -> str:
@@ -119,6 +119,11 @@ def header_lines(run: Run, markup: bool = True) -> list[str]:
         lines.append(
             f"Processes: {spread.world_size} started by torchrun on {spread.nnodes} machine(s), {spread.backend}; "
             f"on the CPU each runs {spread.threads_per_process} thread(s), an equal share of the usable CPUs."
+            + (
+                f" A large all-reduce between them: {fmt_bandwidth(spread.link_bus_bandwidth)} bus bandwidth."
+                if spread.link_bus_bandwidth
+                else ""
+            )
         )
     peaks = peaks_lines(run.peaks)
     if peaks:

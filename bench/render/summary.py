@@ -82,8 +82,10 @@ SECTIONS = (
         lambda run: (
             "`all processes samples/s`: the samples of every process over the slowest one's time, each "
             "round started after a barrier. `scaling efficiency`: that over N times the one-process case measured "
-            "in this run. `all-reduce share`: the gradient all-reduce timed alone, as a share of a step. Side by "
-            "side: independent copies, each its own model and data, at the same moment."
+            "in this run. `all-reduce share`: the gradient all-reduce timed alone, as a share of a step; its `bus "
+            "bandwidth` as nccl-tests reports it (bytes/s × 2(n−1)/n), and that `of the link's`: a large all-reduce "
+            "between the same ranks, measured at the start of the run. Side by side: independent copies, each its "
+            "own model and data, at the same moment."
         ),
         sections.scaling_table,
     ),
