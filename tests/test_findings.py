@@ -42,7 +42,10 @@ def test_the_reference_runs_findings_are_its_own_cells_ratios() -> None:
     epochs = [c for c in run.cases if c.key.workload == "epoch" and c.key.loader == "torchvision"]
     assert [f.case for f in data] == [c.key for c in epochs] and len(data) == 5
     for finding in data:
-        (remedy,) = finding.remedies
+        remedy, workers = finding.remedies  # the resident loader measured; DataLoader workers not
+        assert (
+            workers.flags == (("loaders", "torchvision"), ("loader_workers", "0,2")) and not workers.measured
+        )
         base, resident = run.case(finding.case), run.case(remedy.case)  # type: ignore[arg-type]
         assert base is not None and resident is not None and resident.key.loader == "resident"
         assert remedy.gain == pytest.approx(resident.samples_per_s / base.samples_per_s)  # type: ignore[operator]
@@ -112,3 +115,19 @@ def test_findings_head_the_summary_the_console_and_their_own_command(tmp_path: P
     assert result.returncode == 0 and "cpu: data" in result.output and "device-resident data" in result.output
     missing = run_cli("findings", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "Traceback" not in missing.output
+
+
+def test_loader_settings_measured_in_the_run_are_remedies_with_their_gains() -> None:
+    chapter = _epoch(CaseKey("epoch", "cpu", 64, "torchvision"), [10.0, 10.1, 9.9], data=0.9)
+    two = _epoch(CaseKey("epoch", "cpu", 64, "torchvision", workers=2), [6.25, 6.3, 6.2], data=0.5)
+    one = _epoch(CaseKey("epoch", "cpu", 64, "torchvision", workers=1), [9.8, 10.2, 10.0], data=0.85)
+    resident = _epoch(CaseKey("epoch", "cpu", 64, "resident"), [0.6, 0.61, 0.59], data=0.1)
+    run = make_run(chapter, one, two, resident, peaks=PEAKS)
+    base = next(f for f in findings(run) if f.case == chapter.key)
+    gains = {r.what: (r.gain, r.claimed) for r in base.remedies}
+    assert gains["device-resident data"] == (pytest.approx(10.0 / 0.6), True)
+    assert gains["2 workers"] == (pytest.approx(1.6), True)
+    assert gains["1 workers"][1] is False  # within its noise: no gain claimed
+    assert "2 DataLoader workers" not in gains  # measured, so no command for it
+    text = "\n".join(findings_lines(run))
+    assert "2 workers 1.60×" in text and "device-resident data 17×" in text

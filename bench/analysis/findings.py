@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from bench.analysis.metrics import COMPUTE_BOUND, OVERHEAD_BOUND, case_figures
 from bench.core.catalog import OVERHEAD_SHARE, Status
-from bench.core.keys import CaseKey
+from bench.core.keys import CaseKey, variant
 from bench.core.results import CaseResult, Run
 
 DATA, OVERHEAD, COMPUTE, MEMORY, COMMUNICATION = (
@@ -117,9 +118,31 @@ def data_finding(run: Run, case: CaseResult) -> Finding | None:
     share = case_figures(run, case).data_share
     if case.key.loader != "torchvision" or share is None or share < OVERHEAD_SHARE:
         return None
-    resident = replace(case.key, loader="resident")
-    remedy = compared(run, case, "device-resident data", resident, loaders="resident")
-    return Finding(DATA, case.key, f"the chapter's DataLoader waits {share:.0%} of each epoch", [remedy])
+    resident = replace(case.key, loader="resident", **CHAPTER_LOADER)
+    remedies = [compared(run, case, "device-resident data", resident, loaders="resident")]
+    remedies += loader_remedies(run, case)
+    return Finding(DATA, case.key, f"the DataLoader waits {share:.0%} of each epoch", remedies)
+
+
+CHAPTER_LOADER: dict[str, Any] = {"workers": 0, "pin_memory": False, "persistent_workers": False,
+                                  "prefetch_factor": None}  # fmt: skip
+
+
+def loader_remedies(run: Run, case: CaseResult) -> list[Remedy]:
+    """The other DataLoader settings the run measured for the same setup; workers (and, on a GPU,
+    pinned memory) with the command that measures them when the run tried none."""
+    same = [
+        other for other in run.cases
+        if other.key != case.key and other.key == replace(case.key, **{f: getattr(other.key, f) for f in CHAPTER_LOADER})
+    ]  # fmt: skip
+    remedies = [compared(run, case, variant(other.key), other.key) for other in same]
+    if not any(other.key.workers for other in same) and not case.key.workers:
+        remedies.append(
+            Remedy("2 DataLoader workers", flags=(("loaders", "torchvision"), ("loader_workers", "0,2")))
+        )
+    if case.key.device.startswith("cuda") and not any(other.key.pin_memory for other in same):
+        remedies.append(Remedy("pinned memory", flags=(("loaders", "torchvision"), ("pin_memory", "off,on"))))
+    return remedies
 
 
 def mode_remedies(run: Run, case: CaseResult, modes: Iterable[str]) -> list[Remedy]:

@@ -44,6 +44,17 @@ def data_share(case: CaseResult) -> float | None:
     return sum(sum(r.data_seconds or []) for r in records) / total if total else None
 
 
+def first_batch_figures(case: CaseResult) -> tuple[float | None, float | None]:
+    """(time to the first batch, its cost beyond a batch's usual wait: worker start-up at the epoch
+    boundary), medians over the timed epochs; (None, None) where not recorded."""
+    firsts = [s for r in case.passes for s in (r.first_batch_s or [])]
+    if not case.ok or not firsts:
+        return None, None
+    waits = [d / r.batches for r in case.passes if r.batches for d in (r.data_seconds or [])]
+    first = statistics.median(firsts)
+    return first, max(0.0, first - statistics.median(waits)) if waits else None
+
+
 def data_timers(case: CaseResult) -> list[str]:
     return sorted({r.data_timer for r in case.passes if r.data_timer})
 
@@ -261,6 +272,8 @@ class Figures:
     nvml_used_bytes: int | None
     data_share: float | None
     data_timer: list[str]
+    first_batch_s: float | None  # epochs: from the start to the first batch
+    epoch_boundary_s: float | None  # epochs: that beyond a batch's usual wait (worker start-up)
     epoch_vs_train_steps: float | None
     speedup_vs_cpu: float | None
     final_test_accuracy: float | None
@@ -327,6 +340,8 @@ def case_figures(run: Run, case: CaseResult) -> Figures:
         nvml_used_bytes=case.peak("nvml_used_bytes"),
         data_share=data_share(case) if timing is Timing.EPOCHS else None,
         data_timer=data_timers(case) if timing is Timing.EPOCHS and case.ok else [],
+        first_batch_s=first_batch_figures(case)[0],
+        epoch_boundary_s=first_batch_figures(case)[1],
         epoch_vs_train_steps=epoch_vs_steps(run, case) if timing is Timing.EPOCHS else None,
         speedup_vs_cpu=speedup(run, case) if case.key.device != "cpu" else None,
         final_test_accuracy=case.final_accuracy if trained else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Sequence
 
 from bench.core.errors import UsageError
@@ -78,3 +79,39 @@ def parse_threads(text: str) -> tuple[int | None, ...]:
         counts = [2**i for i in range(cpus.bit_length()) if 2**i <= cpus]
         return tuple(dict.fromkeys([*counts, cpus]))
     return parse_counts(text, "--threads", "thread count", "1,2 or sweep")
+
+
+def parse_loader_workers(text: str) -> tuple[int, ...]:
+    """`0,1,2` -> (0, 1, 2): DataLoader worker counts, capped at the usable CPUs (a count above them
+    only adds processes that wait for a CPU; it is dropped, and said)."""
+    counts: list[int] = []
+    for item in comma_list(text, "--loader-workers", "0,2"):
+        if not item.isdigit():
+            raise UsageError(
+                f"worker count {item!r} is not a whole number of 0 or more", hint="e.g. --loader-workers 0,2"
+            )
+        if int(item) not in counts:
+            counts.append(int(item))
+    cpus = whole_usable_cpus()
+    kept = [count for count in counts if count <= cpus]
+    dropped = [count for count in counts if count > cpus]
+    if dropped:
+        print(f"note: --loader-workers {','.join(map(str, dropped))} left out: this process may use {cpus} CPUs",
+              file=sys.stderr)  # fmt: skip
+    if not kept:
+        raise UsageError(
+            f"--loader-workers {text}: every count is above the {cpus} usable CPUs", hint="e.g. 0,1"
+        )
+    return tuple(kept)
+
+
+def parse_switches(text: str, option: str) -> tuple[bool, ...]:
+    """`off,on` -> (False, True)."""
+    values = {"off": False, "on": True}
+    items = comma_list(text, option, "off,on")
+    unknown = [item for item in items if item not in values]
+    if unknown:
+        raise UsageError(
+            f"{option} takes off and/or on, not {', '.join(map(repr, unknown))}", hint=f"{option} off,on"
+        )
+    return tuple(dict.fromkeys(values[item] for item in items))

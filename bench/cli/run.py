@@ -15,6 +15,8 @@ from bench.cli.args import (
     finite_float,
     parse_batch_sizes,
     parse_choices,
+    parse_loader_workers,
+    parse_switches,
     parse_threads,
     whole_usable_cpus,
 )
@@ -108,6 +110,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: 1; 0 turns it off)",
     )
     parser.add_argument(
+        "--loader-workers",
+        default="0",
+        metavar="LIST",
+        help="the chapter's DataLoader's num_workers, comma-separated, each a case of its own, capped at the "
+        "usable CPUs (default: 0, the chapter's)",
+    )
+    parser.add_argument(
+        "--pin-memory",
+        default="off",
+        metavar="off,on",
+        help="the chapter's DataLoader with pinned memory and non_blocking copies: off, on or both; on a CPU "
+        "device `on` is a skipped cell (default: off)",
+    )
+    parser.add_argument(
+        "--persistent-workers",
+        action="store_true",
+        help="with workers: keep them alive between epochs (default: off)",
+    )
+    parser.add_argument(
+        "--prefetch-factor",
+        type=int,
+        metavar="N",
+        help="with workers: batches each worker loads ahead (default: torch's 2)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="after each case's timed passes, profile a few of its steps (torch.profiler, never timed): a "
@@ -174,6 +201,16 @@ def run_options(args: argparse.Namespace) -> Options:
         raise UsageError(f"--retry-contended {args.retry_contended} must be between 0 and 10")
     values["retry_contended"] = args.retry_contended
     values["profile"] = args.profile
+    values["loader_workers"] = parse_loader_workers(args.loader_workers)
+    values["pin_memory"] = parse_switches(args.pin_memory, "--pin-memory")
+    if args.prefetch_factor is not None and args.prefetch_factor < 1:
+        raise UsageError(f"--prefetch-factor {args.prefetch_factor} must be at least 1")
+    if (args.prefetch_factor is not None or args.persistent_workers) and max(values["loader_workers"]) == 0:
+        raise UsageError(
+            "--prefetch-factor and --persistent-workers apply to DataLoader workers",
+            hint="add --loader-workers 2",
+        )
+    values["persistent_workers"], values["prefetch_factor"] = args.persistent_workers, args.prefetch_factor
     if not 0 < values["max_time"] <= 600:
         raise UsageError(f"--max-time {values['max_time']:g} must be between 0 and 600 seconds")
     if not 0 < args.target_accuracy <= 1:

@@ -218,6 +218,7 @@ class PassRecord:
     data_seconds: list[float] | None = None
     data_timer: str | None = None  # "host clock" or "cuda events"
     batches: int | None = None  # per epoch
+    first_batch_s: list[float] | None = None  # per epoch: from its start to its first batch
     seed: int | None = None
     test_accuracy: list[float] | None = None
     mean_loss: list[float | None] | None = None
@@ -247,11 +248,12 @@ class PassRecord:
         require(all(0 < v < MAX_SAMPLE_S for v in self.samples_s), "samples must be durations in (0, 1e7) s")
         _check_seconds(self.data_seconds, "data_seconds")
         _check_seconds(self.eval_seconds, "eval_seconds")
+        _check_seconds(self.first_batch_s, "first_batch_s")
         require(self.calls_per_round is None or self.calls_per_round >= 1, "calls_per_round is at least 1")
         require(self.batches is None or self.batches >= 1, "batches is at least 1")
         require(self.comm_s is None or 0 < self.comm_s < MAX_SAMPLE_S, "comm_s is a duration")
         require(self.comm_bytes is None or self.comm_bytes >= 1, "comm_bytes is at least 1")
-        for name in ("data_seconds", "test_accuracy", "mean_loss", "eval_seconds"):
+        for name in ("data_seconds", "test_accuracy", "mean_loss", "eval_seconds", "first_batch_s"):
             values = getattr(self, name)
             require(values is None or len(values) == len(self.samples_s), f"{name} has one value per epoch")
         require(

@@ -28,6 +28,7 @@ from bench.measure.data import Dataset
 from bench.measure.devices import min_round_s
 from bench.measure.energy import EnergyMeter, meter_for
 from bench.measure.failures import is_out_of_memory, release_memory
+from bench.measure.loaders import loader_unsupported
 from bench.measure.profiling import profile_case
 from bench.measure.records import Measured, case_context, measure_one_process
 
@@ -132,6 +133,10 @@ class Sweep:
             return
         if unsupported:
             self.record_failure(key, Status.SKIPPED, f"{key.mode} on {key.device}: {unsupported}")
+            return
+        loader_reason = loader_unsupported(key) if first else None
+        if loader_reason:
+            self.record_failure(key, Status.SKIPPED, loader_reason)
             return
         try:
             with case_context(key):

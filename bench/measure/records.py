@@ -34,7 +34,7 @@ from bench.measure.efficiency import count_ops, flops_per_sample
 from bench.measure.energy import EnergyMeter
 from bench.measure.health_watch import DeviceWatch
 from bench.measure.kernels import count_kernels
-from bench.measure.loaders import fixed_batch
+from bench.measure.loaders import LoaderSettings, fixed_batch
 from bench.measure.memory import MemoryMonitor
 from bench.measure.model import Training
 from bench.measure.workloads import EpochSource, Hooks, make_epochs, make_step, time_epochs, train_epochs
@@ -96,7 +96,9 @@ def one_process(key: CaseKey, dataset: Dataset) -> Placement:
     return Placement(
         device=device,
         build=lambda seed: modes.build(key.mode, device, seed),
-        source=lambda seed: make_epochs(key.loader or "", dataset, device, key.batch_size, seed=seed),
+        source=lambda seed: make_epochs(
+            key.loader or "", dataset, device, key.batch_size, seed=seed, settings=LoaderSettings.of(key)
+        ),
     )
 
 
@@ -185,6 +187,9 @@ def measure_epochs(
         data_seconds=[t.data_seconds for t in timings],
         data_timer=timings[0].data_timer,
         batches=timings[0].batches,
+        first_batch_s=[t.first_batch_s or 0.0 for t in timings]
+        if all(t.first_batch_s for t in timings)
+        else None,
         compile_s=training.compile_s or None,
         recompiles=recompiles,
         memory=monitor.reading,

@@ -29,7 +29,14 @@ from bench.core.catalog import LOADERS, workload
 from bench.measure.data import Dataset
 from bench.measure.devices import synchronize
 from bench.measure.energy import EnergyMeter
-from bench.measure.loaders import ResidentBatches, chapter_loader, fixed_batch, normalize
+from bench.measure.loaders import (
+    CHAPTER_SETTINGS,
+    LoaderSettings,
+    ResidentBatches,
+    chapter_loader,
+    fixed_batch,
+    normalize,
+)
 from bench.measure.model import Training, accuracy, build_training, preserved
 
 WARMUP_CALLS = 10
@@ -164,19 +171,25 @@ class EpochSource:
 
     batches: Callable[[], Batches]  # one epoch of batches, shuffled anew each call
     clock: Callable[[], DataClock]  # a fresh data clock for one epoch
+    non_blocking: bool = False  # pinned batches: their copy to the device need not wait
 
 
 def make_epochs(
-    loader: str, dataset: Dataset, device: torch.device | str, batch_size: int, seed: int = 0
+    loader: str,
+    dataset: Dataset,
+    device: torch.device | str,
+    batch_size: int,
+    seed: int = 0,
+    settings: LoaderSettings = CHAPTER_SETTINGS,
 ) -> EpochSource:
-    """Epochs of batches through `loader`: `torchvision` (the chapter's) or `resident`.
+    """Epochs of batches through `loader`: `torchvision` (the chapter's, with `settings`) or `resident`.
 
     One DataLoader (or one resident copy) serves the whole case, so every epoch is shuffled anew,
     as the chapter's `shuffle=True` loader does from one epoch to the next.
     """
     if loader == "torchvision":
-        chapter = chapter_loader(dataset, batch_size, seed=seed)
-        return EpochSource(lambda: chapter, HostDataClock)
+        chapter = chapter_loader(dataset, batch_size, seed=seed, settings=settings)
+        return EpochSource(lambda: chapter, HostDataClock, non_blocking=settings.pin_memory)
     if loader == "resident":
         resident = ResidentBatches(dataset.train_images, dataset.train_labels, device, seed=seed)
         on_gpu = torch.device(device).type == "cuda"
@@ -197,6 +210,7 @@ class EpochTiming:
     batches: int
     loss_sum: torch.Tensor | None = field(default=None, repr=False)
     energy_j: float | None = None  # from the device's counter, read right around the timed epoch
+    first_batch_s: float | None = None  # from the epoch's start to its first batch (workers start up)
 
 
 @contextmanager
@@ -230,12 +244,18 @@ def timed_epoch(
         joules_before = meter.read() if meter is not None else None
         start = time.perf_counter()
         iterator = iter(source.batches())
+        first_batch_s = None
         while True:
             try:
                 inputs, labels = clock.fetch(iterator)
             except StopIteration:
                 break
-            loss = training.step(inputs.to(device), labels.to(device))
+            if first_batch_s is None:
+                first_batch_s = time.perf_counter() - start
+            pinned = source.non_blocking
+            loss = training.step(
+                inputs.to(device, non_blocking=pinned), labels.to(device, non_blocking=pinned)
+            )
             if loss_sum is not None:
                 loss_sum += loss.detach()
             samples += len(labels)
@@ -243,7 +263,7 @@ def timed_epoch(
         synchronize(device)
         seconds = time.perf_counter() - start
         joules = meter.joules_between(joules_before, meter.read()) if meter is not None else None
-    return EpochTiming(seconds, clock.seconds(), clock.name, samples, count, loss_sum, joules)
+    return EpochTiming(seconds, clock.seconds(), clock.name, samples, count, loss_sum, joules, first_batch_s)
 
 
 def warm_up(training: Training, source: EpochSource, samples: int, batch_size: int) -> None:

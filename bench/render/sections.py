@@ -73,6 +73,8 @@ EPOCH_COLUMNS = [
     Column("samples/s", _ok_or_status(lambda c: rate_cell(c.case)), "samples_per_s"),
     Column("data share", _ok_or_status(lambda c: fmt_percent(c.figures.data_share)), "data_share"),
     Column("data timed by", _ok_or_status(lambda c: ", ".join(c.figures.data_timer)), "data_timer"),
+    Column("first batch", _ok_or_status(lambda c: fmt_seconds(c.figures.first_batch_s)), "first_batch_s"),
+    Column("epoch boundary", _ok_or_status(lambda c: fmt_seconds(c.figures.epoch_boundary_s)), "epoch_boundary_s"),
     Column("vs train_steps", _ok_or_status(lambda c: fmt_ratio(c.figures.epoch_vs_train_steps)),
            "epoch_vs_train_steps"),
     Column("spread", _ok_or_status(lambda c: fmt_percent(c.figures.spread)), "spread"),

@@ -62,7 +62,9 @@ SECTIONS = (
         "Epochs (one full pass over the training set)",
         lambda run: (
             "`data share`: time the loop spent waiting for the loader's next batch (`host clock`: wall "
-            "time on the host; `cuda events`: GPU time of the resident loader's gather). `vs train_steps`: epoch "
+            "time on the host; `cuda events`: GPU time of the resident loader's gather). `first batch`: from the "
+            "epoch's start to its first batch; `epoch boundary`: that beyond a batch's usual wait (DataLoader "
+            "workers starting up). `vs train_steps`: epoch "
             "time over the time of as many `train_step`s (their mean, the ragged last batch counted by its size) "
             "measured just before it (same pass) and just after it (next pass), the median over the epochs "
             "(1.00x = the data path costs nothing)."
