@@ -3,8 +3,8 @@ compare. Each claims and writes its folder, collects the facts, loads the data, 
 the engine and writes every artifact (summary.md, results.csv, plots, fleet tables) in one place.
 
 Exit status: 0 success; 1 a check failed, a case errored, or `compare --fail-above` found a
-slowdown; 2 bad input (nothing was measured or changed); 130 a run stopped by Ctrl-C (its finished
-cases are saved and rendered).
+slowdown; 2 bad input (nothing was measured or changed); 128 + the signal's number for a run stopped
+by one: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP (its finished cases are saved and rendered).
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from bench.core.errors import BenchError, UsageError
 from bench.core.plan import Options, plan
 from bench.core.results import CheckLine, ProcessFacts, Run
 from bench.core.schema import load_run, resolve_results_path
+from bench.core.stopping import exit_code_for, interrupt_of, signals_deferred, signals_interrupt
 from bench.core.store import (
     PYTEST_BENCHMARK_FILE,
     RESULTS_FILE,
     default_run_folder,
     new_run_id,
     prepare_run_folder,
+    release_run_folder,
     save_run,
     utc_now,
     write_atomic,
@@ -39,7 +41,7 @@ from bench.env.check import CheckReport
 from bench.render.csvfile import CSV_FILE, csv_text
 from bench.render.summary import SUMMARY_FILE, console_summary, summary_markdown
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def say(line: str) -> None:
@@ -132,59 +134,106 @@ def collect_facts(request: RunRequest) -> tuple[dict[str, Any], CheckReport]:
 
 
 def run_job(request: RunRequest) -> int:
-    """`bench run` in the process the user started: one process, or the supervisor of torchrun's ranks."""
-    from bench.measure.data import load_dataset
+    """`bench run` in the process the user started: one process, or the supervisor of torchrun's ranks.
 
+    From the claim of its folder to the last table, SIGINT, SIGTERM and SIGHUP take one path
+    (bench.core.stopping): the cases finished so far are saved and rendered, and the exit status is
+    128 + the signal's number."""
     if request.plot:
         from bench.render.plots import require_matplotlib
 
         require_matplotlib()
     run_id = new_run_id()
     folder = request.out if request.out else default_run_folder(Path("results"), run_id)
-    prepare_run_folder(folder)
-    facts, check = collect_facts(request)
-    if request.check:
-        from bench.render.check import check_table
+    with signals_interrupt():
+        prepare_run_folder(folder, run_id)
+        try:
+            run = _measured_run(request, folder, run_id)
+            if run is None:
+                return EXIT_FAILED
+            with signals_deferred():  # the stop is under way: the tables are written whole
+                return finish_run(request, run, folder)
+        finally:
+            release_run_folder(folder)
 
-        print(check_table(check))
-        if not check.passed:
-            print("bench run: the install check failed; nothing was measured", file=sys.stderr)
-            _remove_if_empty(folder)
-            return EXIT_FAILED
-    elif not check.passed:
-        failed = ", ".join(line.name for line in check.lines if line.verdict == "FAIL")
-        print(f"warning: install check failed ({failed}); run `bench check` for details", file=sys.stderr)
+
+def _measured_run(request: RunRequest, folder: Path, run_id: str) -> Run | None:
+    """The run, measured or stopped part way; None when the install check failed (nothing measured)."""
+    from bench.engine.session import run_sweep
+    from bench.measure.data import load_dataset
+
     try:
+        facts, check = collect_facts(request)
+        if request.check:
+            from bench.render.check import check_table
+
+            print(check_table(check))
+            if not check.passed:
+                print("bench run: the install check failed; nothing was measured", file=sys.stderr)
+                _remove_if_empty(folder)
+                return None
+        elif not check.passed:
+            failed = ", ".join(line.name for line in check.lines if line.verdict == "FAIL")
+            print(f"warning: install check failed ({failed}); run `bench check` for details", file=sys.stderr)
         dataset = load_dataset(request.dataset, request.data_dir, download=request.download)
-    except BenchError:
+    except BaseException:  # bad data, or a signal: nothing was measured, so no folder is left behind
         _remove_if_empty(folder)
         raise
     if dataset.info.note:
         print(f"dataset: {dataset_display_name(dataset.info.name)}: {dataset.info.note}", file=sys.stderr)
     print(f"bench run: {folder}", file=sys.stderr)
     if request.options.nproc > 1:
-        from bench.engine.launch import supervise
+        return _supervised(request, folder)
+    run = new_run(request, facts, check, dataset, run_id)
+    try:
+        run_sweep(run, request.options, dataset, folder, say)
+    except KeyboardInterrupt as error:  # a signal before or after the sweep's own session
+        run.interrupted_by(interrupt_of(error).name)
+        save_run(run, folder)
+    except BaseException:
+        with signals_deferred():
+            _tables_if_possible(run, folder)
+        raise
+    return run
 
-        run = supervise([*request.argv, "--no-download"], request.options.nproc, folder)
-    else:
-        from bench.engine.session import run_sweep
 
-        run = new_run(request, facts, check, dataset, run_id)
-        try:
-            run_sweep(run, request.options, dataset, folder, say)
-        finally:
-            write_tables(run, folder)
-    return finish_run(request, run, folder)
+def _supervised(request: RunRequest, folder: Path) -> Run:
+    """The ranks' run; on a signal, torchrun and every rank have stopped before the folder is finished."""
+    from bench.engine.launch import supervise
+
+    try:
+        return supervise([*request.argv, "--no-download"], request.options.nproc, folder)
+    except KeyboardInterrupt as error:
+        if not (folder / RESULTS_FILE).exists():
+            _remove_if_empty(folder)
+            raise
+        run = load_run(folder)
+        run.interrupted_by(interrupt_of(error).name)
+        save_run(run, folder)
+        return run
+
+
+def _tables_if_possible(run: Run, folder: Path) -> None:
+    """The tables of a run that failed: whatever the folder still takes (the failure is what is reported)."""
+    try:
+        write_tables(run, folder)
+    except BenchError:
+        pass
 
 
 def finish_run(request: RunRequest, run: Run, folder: Path) -> int:
+    """Files first, then the console: a terminal that cannot show a character costs no table."""
     write_tables(run, folder)
     if request.plot:
         write_plots(run, folder)
     print(console_summary(run))
     print(f"\nResults: {folder}/ ({', '.join(written_files(run, folder))})")
     if run.state == "interrupted":
-        return EXIT_INTERRUPTED
+        missing = run.planned_cases - len(run.cases)
+        kept = f"{len(run.cases)} of {run.planned_cases} planned cases kept"
+        rest = f"; the {missing} missing ones need a new run into another --out" if missing > 0 else ""
+        say(f"bench run: {run.ended}: {kept}{rest}; `bench report {folder}` renders them again")
+        return exit_code_for(run.stopped_by)
     return EXIT_FAILED if any(case.status == Status.ERROR for case in run.cases) else EXIT_OK
 
 
@@ -192,7 +241,8 @@ def rank_job(request: RunRequest) -> int:
     """One rank of several (torchrun set WORLD_SIZE): rank 0 sweeps and writes the folder, the others follow.
 
     A rank exits 0 whatever its cases did, so torchrun only reports real failures; a rank that fails
-    leaves a fault report for the supervisor (bench.engine.launch) before it goes.
+    leaves a fault report for the supervisor (bench.engine.launch) before it goes. A stop signal
+    (torchrun passes on what the supervisor got) stops every rank at once; rank 0 saves first.
     """
     from bench.engine.distributed import World
     from bench.engine.launch import FAULT_DIR_ENV, write_fault
@@ -200,42 +250,50 @@ def rank_job(request: RunRequest) -> int:
     from bench.measure.data import load_dataset
 
     options = request.options
-    world = World.join(options.devices[0])
-    try:
-        if options.devices[0] == "cpu" and options.threads[0] is not None:
-            import torch
-
-            torch.set_num_threads(options.threads[0])
-        run_id = new_run_id()
-        folder = request.out if request.out else default_run_folder(Path("results"), run_id)
-        restarted = env_int("TORCHELASTIC_RESTART_COUNT", 0) > 0
-        dataset = load_dataset(request.dataset, request.data_dir, download=request.download and world.leader)
-        resumed = world.leader and (request.resume or restarted) and (folder / RESULTS_FILE).exists()
-        if resumed:
-            run = load_run(folder)
-        elif world.leader:
-            prepare_run_folder(folder)
-            facts, check = collect_facts(request)
-            run = new_run(request, facts, check, dataset, run_id)
-            run.processes = ProcessFacts(world.size, world.nnodes, world.backend, options.threads[0])
-        else:
-            run = Run(run_id, utc_now(), {}, dataset.info, options)
+    supervised = env_path(FAULT_DIR_ENV) is not None  # by bench run --nproc, which holds the folder's claim
+    with signals_interrupt():
+        world = World.join(options.devices[0])
         try:
-            run_sweep(run, options, dataset, folder, say, world=world, resumed=resumed)
+            if options.devices[0] == "cpu" and options.threads[0] is not None:
+                import torch
+
+                torch.set_num_threads(options.threads[0])
+            run_id = new_run_id()
+            folder = request.out if request.out else default_run_folder(Path("results"), run_id)
+            restarted = env_int("TORCHELASTIC_RESTART_COUNT", 0) > 0
+            dataset = load_dataset(
+                request.dataset, request.data_dir, download=request.download and world.leader
+            )
+            resumed = world.leader and (request.resume or restarted) and (folder / RESULTS_FILE).exists()
+            if resumed:
+                run = load_run(folder)
+            elif world.leader:
+                prepare_run_folder(folder, run_id, claim=not supervised)
+                facts, check = collect_facts(request)
+                run = new_run(request, facts, check, dataset, run_id)
+                run.processes = ProcessFacts(world.size, world.nnodes, world.backend, options.threads[0])
+            else:
+                run = Run(run_id, utc_now(), {}, dataset.info, options)
+            try:
+                run_sweep(run, options, dataset, folder, say, world=world, resumed=resumed)
+            finally:
+                if world.leader:
+                    with signals_deferred():
+                        _tables_if_possible(run, folder)
+            if world.leader and not supervised:  # torchrun started it, not bench run --nproc
+                finish_run(request, run, folder)
+            return EXIT_OK
+        except KeyboardInterrupt:
+            raise  # a stop, not a fault: the supervisor finishes the folder
+        except BaseException as error:
+            write_fault(error, world.rank)
+            raise
         finally:
-            if world.leader:
-                write_tables(run, folder)
-        if world.leader and env_path(FAULT_DIR_ENV) is None:  # torchrun started it, not bench run --nproc
-            finish_run(request, run, folder)
-        return EXIT_OK
-    except BaseException as error:
-        write_fault(error, world.rank)
-        raise
-    finally:
-        world.leave()
+            world.leave()
 
 
 def _remove_if_empty(folder: Path) -> None:
+    release_run_folder(folder)
     try:
         folder.rmdir()
     except OSError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench.core.errors import UsageError
 
@@ -22,6 +23,17 @@ def finite_float(text: str) -> float:
     if not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number (NaN and infinity are refused)")
     return number
+
+
+def folder_path(text: str) -> Path:
+    """argparse's `type` for a folder to write: `--out ""` would write into the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty name is not a folder (leave the option out for the default)"
+        )
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("a folder name cannot hold a NUL character")
+    return Path(text)
 
 
 def comma_list(text: str, option: str, example: str) -> list[str]:

@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.cli.args import folder_path
+
 HELP = "re-render the tables of a run; with several runs (from several machines), one table for them all"
 
 
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=folder_path,
         help="with several runs: the folder for fleet.md, fleet.csv (and fleet.png) (default: "
         "results/fleet-<date>-<id>/)",
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.cli.args import (
     comma_list,
     finite_float,
+    folder_path,
     parse_batch_sizes,
     parse_choices,
     parse_threads,
@@ -123,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each with its own model and data, to show contention for the host, memory and PCIe (default: off)",
     )
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # the ranks, after a failure
-    parser.add_argument("--out", type=Path, help="run folder (default: results/<date>-<host>-<id>/)")
+    parser.add_argument("--out", type=folder_path, help="run folder (default: results/<date>-<host>-<id>/)")
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -312,7 +312,7 @@ class CheckLine:
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
 
 
-RunState = Literal["running", "complete", "interrupted"]
+RunState = Literal["running", "complete", "interrupted", "failed"]
 
 
 @dataclass
@@ -325,7 +325,8 @@ class Run:
     dataset: DatasetInfo
     options: Options
     cases: list[CaseResult] = field(default_factory=list)
-    state: RunState = "running"
+    state: RunState = "running"  # "running" in a file read later: the process died without a word
+    stopped_by: str | None = None  # the signal that interrupted it ("SIGINT", "SIGTERM", "SIGHUP")
     planned_cases: int = 0
     finished: str | None = None
     plots: list[str] = field(default_factory=list)
@@ -348,7 +349,21 @@ class Run:
 
     @property
     def partial(self) -> bool:
-        return self.state != "complete" or len(self.cases) < self.planned_cases
+        """Planned cases are missing (a run stopped after its last case is not partial)."""
+        return len(self.cases) < self.planned_cases
+
+    @property
+    def ended(self) -> str:
+        """How the run ended, in words: complete, interrupted by SIGTERM, failed, or never said."""
+        if self.state == "interrupted":
+            return f"interrupted by {self.stopped_by}" if self.stopped_by else "interrupted"
+        if self.state == "running":
+            return "ended without a word (killed, or still running)"
+        return self.state
+
+    def interrupted_by(self, signal_name: str) -> None:
+        """The run stopped on a signal: what it holds is final, no case is in progress."""
+        self.state, self.stopped_by, self.in_progress = "interrupted", signal_name, None
 
     def case(self, key: CaseKey) -> CaseResult | None:
         position = self._index.get(key)

@@ -59,11 +59,13 @@ def header_lines(run: Run, markup: bool = True) -> list[str]:
     lines = []
     if run.partial:
         lines.append(
-            f"{strong('PARTIAL RUN')} ({run.state}): {len(run.cases)} of {run.planned_cases} planned cases "
+            f"{strong('PARTIAL RUN')} ({run.ended}): {len(run.cases)} of {run.planned_cases} planned cases "
             "finished; the missing cells were never measured."
         )
-    else:
+    elif run.state == "complete":
         lines.append(f"Complete run: {len(run.cases)} cases.")
+    else:
+        lines.append(f"Every planned case was measured ({len(run.cases)}); the run then {run.ended}.")
     name = "SYNTHETIC" if dataset.synthetic else dataset_display_name(dataset.name)
     data_line = (
         f"Dataset: {strong(name)} ({dataset.train_samples:,} training / {dataset.test_samples:,} test images) "
