@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.core.catalog import Status, dataset_display_name
 from bench.core.envvars import env_int, env_path, env_text
-from bench.core.errors import BenchError, UsageError
+from bench.core.errors import BenchError, UsageError, WriteFailure
 from bench.core.plan import Options, plan
 from bench.core.results import CheckLine, ProcessFacts, Run
 from bench.core.schema import load_run, resolve_results_path
@@ -316,9 +316,9 @@ def report_job(targets: Sequence[Path], plot: bool, out: Path | None) -> int:
         write_tables(run, folder)
         if plot:
             write_plots(run, folder)
-    except OSError as error:
+    except WriteFailure as error:  # what a report is given is bad input here: exit 2
         raise UsageError(
-            f"cannot write the tables into {folder}: {error.strerror or error}",
+            f"cannot write the tables into {folder}: {error.message}",
             hint="copy the run folder somewhere writable and report that copy",
         ) from None
     print(console_summary(run))
@@ -341,6 +341,8 @@ def fleet_job(runs: list[Run], plot: bool, out: Path | None) -> int:
             paths.append(draw_fleet(runs, folder / FLEET_PNG))
     except OSError as error:
         raise UsageError(f"cannot write the fleet tables into {folder}: {error.strerror or error}") from None
+    except WriteFailure as error:
+        raise UsageError(f"cannot write the fleet tables into {folder}: {error.message}") from None
     print(fleet_console(runs))
     print(f"\nWrote {', '.join(str(path) for path in paths)}")
     return EXIT_OK
@@ -356,11 +358,9 @@ def compare_job(
     text = comparison_markdown(comparison)
     if out:
         try:
-            out.write_text(text + "\n", encoding="utf-8")
-        except OSError as error:
-            raise UsageError(
-                f"cannot write {out}: {error.strerror or error}", hint="give --out a writable path"
-            ) from None
+            write_atomic(out, text + "\n")
+        except WriteFailure as error:
+            raise UsageError(error.message, hint="give --out a writable path") from None
     print(text)
     if fail_above is not None:
         slower = comparison.slowdowns_above(fail_above)

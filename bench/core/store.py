@@ -131,8 +131,8 @@ WRITE_HINTS = {
 }
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Writes `text` to `path` so that readers see the old file or the new one, never a mix; the one
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Writes `text` (or bytes) to `path` so that readers see the old file or the new one, never a mix; the one
     writer of every file of a run folder. A link planted at `path` is replaced, never followed.
     A write the file system refuses raises WriteFailure saying what to do, one line; the old file
     stays as it was."""
@@ -140,8 +140,9 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:60]}.")
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as file:
-            file.write(text)
+        data = text.encode("utf-8", "backslashreplace") if isinstance(text, str) else text
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
