@@ -111,6 +111,12 @@ class RunRequest:
     check: bool = False
     require: tuple[str, ...] = ()
     resume: bool = False
+    redact: bool = False  # hosts, users, homes, processes, git and GPU ids replaced (bench.core.redact)
+
+    def default_folder(self, run_id: str) -> Path:
+        from bench.core.redact import redacted_host
+
+        return default_run_folder(Path("results"), run_id, redacted_host() if self.redact else None)
 
 
 def new_run(request: RunRequest, facts: dict[str, Any], check: CheckReport, dataset: Any, run_id: str) -> Run:
@@ -130,7 +136,12 @@ def collect_facts(request: RunRequest) -> tuple[dict[str, Any], CheckReport]:
     from bench.env.collect import collect_all
 
     facts = collect_all()
-    return facts, install_check(request.require, env=facts)
+    check = install_check(request.require, env=facts)
+    if request.redact:  # from the first save on (the rest of the run at its end, in finish_run)
+        from bench.core.redact import redactor_for
+
+        facts = redactor_for(facts).tree(facts)
+    return facts, check
 
 
 def run_job(request: RunRequest) -> int:
@@ -144,7 +155,7 @@ def run_job(request: RunRequest) -> int:
 
         require_matplotlib()
     run_id = new_run_id()
-    folder = request.out if request.out else default_run_folder(Path("results"), run_id)
+    folder = request.out or request.default_folder(run_id)
     with signals_interrupt():
         prepare_run_folder(folder, run_id)
         try:
@@ -183,7 +194,13 @@ def _measured_run(request: RunRequest, folder: Path, run_id: str) -> Run | None:
         print(f"dataset: {dataset_display_name(dataset.info.name)}: {dataset.info.note}", file=sys.stderr)
     print(f"bench run: {folder}", file=sys.stderr)
     if request.options.nproc > 1:
-        return _supervised(request, folder)
+        from bench.engine.launch import supervise
+
+        try:
+            return supervise([*request.argv, "--no-download"], request.options.nproc, folder)
+        except KeyboardInterrupt:  # stopped before rank 0 saved anything
+            _remove_if_empty(folder)
+            raise
     run = new_run(request, facts, check, dataset, run_id)
     try:
         run_sweep(run, request.options, dataset, folder, say)
@@ -197,22 +214,6 @@ def _measured_run(request: RunRequest, folder: Path, run_id: str) -> Run | None:
     return run
 
 
-def _supervised(request: RunRequest, folder: Path) -> Run:
-    """The ranks' run; on a signal, torchrun and every rank have stopped before the folder is finished."""
-    from bench.engine.launch import supervise
-
-    try:
-        return supervise([*request.argv, "--no-download"], request.options.nproc, folder)
-    except KeyboardInterrupt as error:
-        if not (folder / RESULTS_FILE).exists():
-            _remove_if_empty(folder)
-            raise
-        run = load_run(folder)
-        run.interrupted_by(interrupt_of(error).name)
-        save_run(run, folder)
-        return run
-
-
 def _tables_if_possible(run: Run, folder: Path) -> None:
     """The tables of a run that failed: whatever the folder still takes (the failure is what is reported)."""
     try:
@@ -223,6 +224,10 @@ def _tables_if_possible(run: Run, folder: Path) -> None:
 
 def finish_run(request: RunRequest, run: Run, folder: Path) -> int:
     """Files first, then the console: a terminal that cannot show a character costs no table."""
+    if request.redact:
+        from bench.core.redact import redact_folder, redactor_for
+
+        run = redact_folder(run, folder, redactor_for(run.env))
     write_tables(run, folder)
     if request.plot:
         write_plots(run, folder)
@@ -259,7 +264,7 @@ def rank_job(request: RunRequest) -> int:
 
                 torch.set_num_threads(options.threads[0])
             run_id = new_run_id()
-            folder = request.out if request.out else default_run_folder(Path("results"), run_id)
+            folder = request.out or request.default_folder(run_id)
             restarted = env_int("TORCHELASTIC_RESTART_COUNT", 0) > 0
             dataset = load_dataset(
                 request.dataset, request.data_dir, download=request.download and world.leader
@@ -303,8 +308,25 @@ def _remove_if_empty(folder: Path) -> None:
 # --- bench report and bench compare ------------------------------------------------------------------
 
 
-def report_job(targets: Sequence[Path], plot: bool, out: Path | None) -> int:
+def redact_job(target: Path) -> int:
+    """`bench redact DIR`: the run's files rewritten with names replaced, its tables written again."""
+    from bench.core.redact import redact_folder, redactor_for
+
+    run, folder = load_run(target), resolve_results_path(target).parent
+    run = redact_folder(run, folder, redactor_for(run.env))
+    written = write_tables(run, folder)
+    print(
+        f"Redacted {folder}/ ({', '.join(written_files(run, folder))}); {len(written)} tables written again"
+    )
+    return EXIT_OK
+
+
+def report_job(targets: Sequence[Path], plot: bool, out: Path | None, redact: bool = False) -> int:
     runs = [load_run(target) for target in targets]
+    if redact:  # what is rendered; the results files stay as they are (bench redact rewrites them)
+        from bench.core.redact import redact_run, redactor_for
+
+        runs = [redact_run(run, redactor_for(run.env)) for run in runs]
     if plot:
         from bench.render.plots import require_matplotlib
 

@@ -25,6 +25,13 @@ def finite_float(text: str) -> float:
     return number
 
 
+REDACT_HELP = (
+    "replace the host name, user names, home paths, other processes' names, the git identity and GPU/MIG "
+    "UUIDs with salted hashes (salt: $BENCH_REDACT_SALT or ~/.config/torch-bench/redact-salt); no figure "
+    "changes (default: off)"
+)
+
+
 def folder_path(text: str) -> Path:
     """argparse's `type` for a folder to write: `--out ""` would write into the current folder."""
     if not text.strip():

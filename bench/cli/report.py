@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.cli.args import folder_path
+from bench.cli.args import REDACT_HELP, folder_path
 
 HELP = "re-render the tables of a run; with several runs (from several machines), one table for them all"
 
@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", action="store_true", help="also draw PNG plots (needs matplotlib) (default: off)"
     )
+    parser.add_argument("--redact", action="store_true", help=REDACT_HELP)
     parser.add_argument(
         "--out",
         type=folder_path,
@@ -29,4 +30,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from bench import app
 
-    return app.report_job(args.targets, args.plot, args.out)
+    return app.report_job(args.targets, args.plot, args.out, redact=args.redact)

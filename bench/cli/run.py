@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.cli.args import (
+    REDACT_HELP,
     comma_list,
     finite_float,
     folder_path,
@@ -124,6 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each with its own model and data, to show contention for the host, memory and PCIe (default: off)",
     )
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # the ranks, after a failure
+    parser.add_argument("--redact", action="store_true", help=REDACT_HELP)
     parser.add_argument("--out", type=folder_path, help="run folder (default: results/<date>-<host>-<id>/)")
     parser.add_argument(
         "--quick",
@@ -259,5 +261,6 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         check=args.check,
         require=tuple(args.require),
         resume=args.resume,
+        redact=args.redact,
     )
     return app.rank_job(request) if ranks_in_group() else app.run_job(request)

@@ -37,9 +37,9 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def default_run_folder(base: Path, run_id: str) -> Path:
-    """`results/<date>-<host>-<short id>/`; the date is local, the id random."""
-    host = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in platform.node() or "host")
+def default_run_folder(base: Path, run_id: str, host: str | None = None) -> Path:
+    """`results/<date>-<host>-<short id>/`; the date is local, the id random (`host`: its redacted name)."""
+    host = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in host or platform.node() or "host")
     return base / f"{datetime.now().strftime('%Y-%m-%d')}-{host}-{run_id}"
 
 

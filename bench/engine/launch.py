@@ -29,7 +29,7 @@ from bench.core.catalog import Status
 from bench.core.envvars import env_path, env_threads
 from bench.core.errors import RunFailure, one_line
 from bench.core.results import CaseResult, Run
-from bench.core.stopping import signals_deferred
+from bench.core.stopping import interrupt_of, signals_deferred
 from bench.core.store import RESULTS_FILE, save_run
 
 FAULT_DIR_ENV = "BENCH_FAULT_DIR"
@@ -191,7 +191,23 @@ def _stop(process: subprocess.Popen[str], tail: deque[str]) -> None:
 
 
 def supervise(argv: list[str], nproc: int, folder: Path, progress: Any = None) -> Run:
-    """Starts the ranks until every planned case is measured or recorded as failed; returns the run."""
+    """Starts the ranks until every planned case is measured or recorded as failed; returns the run.
+    On a stop signal, once every rank has stopped: the run as rank 0 saved it, marked interrupted by
+    that signal (Interrupted is raised again only when rank 0 saved nothing)."""
+    try:
+        return _supervise(argv, nproc, folder, progress)
+    except KeyboardInterrupt as error:
+        from bench.core.schema import load_run
+
+        if not (folder / RESULTS_FILE).exists():
+            raise
+        run = load_run(folder)
+        run.interrupted_by(interrupt_of(error).name)
+        save_run(run, folder)
+        return run
+
+
+def _supervise(argv: list[str], nproc: int, folder: Path, progress: Any = None) -> Run:
     from bench.core.schema import load_run
 
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
