@@ -54,6 +54,9 @@ class CaseResult:
             )
         else:
             require(bool(self.error), f"a case with status {self.status!r} says why in 'error'")
+        require(self.flops_per_sample is None or self.flops_per_sample > 0, "flops_per_sample is positive")
+        require(self.ops_per_step is None or self.ops_per_step >= 0, "ops_per_step is not negative")
+        require(self.nnodes is None or self.nnodes >= 1, "nnodes is at least 1")
 
     # --- status ---
 
