@@ -287,6 +287,7 @@ def rank_job(request: RunRequest) -> int:
                         _tables_if_possible(run, folder)
             if world.leader and not supervised:  # torchrun started it, not bench run --nproc
                 finish_run(request, run, folder)
+                release_run_folder(folder)
             return EXIT_OK
         except KeyboardInterrupt:
             raise  # a stop, not a fault: the supervisor finishes the folder
