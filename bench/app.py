@@ -22,7 +22,7 @@ from bench.core.catalog import Status, dataset_display_name
 from bench.core.envvars import env_int, env_path, env_text
 from bench.core.errors import BenchError, UsageError, WriteFailure
 from bench.core.plan import Options, plan
-from bench.core.results import CheckLine, ProcessFacts, Run
+from bench.core.results import CaseResult, CheckLine, ProcessFacts, Run
 from bench.core.schema import load_run, resolve_results_path
 from bench.core.stopping import exit_code_for, interrupt_of, signals_deferred, signals_interrupt
 from bench.core.store import (
@@ -371,14 +371,47 @@ def fleet_job(runs: list[Run], plot: bool, out: Path | None) -> int:
     return EXIT_OK
 
 
+def profile_changes(runs: tuple[Run, Run], folders: tuple[Path, Path]) -> dict[str, list[Any]]:
+    """For each case both runs profiled: the ops whose time changed most, from their op tables."""
+    import csv
+
+    from bench.analysis.profile_diff import op_changes
+
+    def table(case: CaseResult, folder: Path) -> list[dict[str, str]] | None:
+        path = next((folder / p for p in case.profiles if p.endswith(".ops.csv")), None)
+        if path is None:
+            return None
+        try:
+            with open(path, encoding="utf-8", newline="") as file:
+                return list(csv.DictReader(file))
+        except (OSError, csv.Error, UnicodeDecodeError):  # a table gone or damaged: that case is left out
+            return None
+
+    changes = {}
+    for case_a in runs[0].cases:
+        case_b = runs[1].case(case_a.key)
+        if case_b is None or not case_a.profiles or not case_b.profiles:
+            continue
+        rows_a, rows_b = table(case_a, folders[0]), table(case_b, folders[1])
+        if rows_a is not None and rows_b is not None:
+            changes[case_a.key.label()] = op_changes(rows_a, rows_b)
+    return changes
+
+
 def compare_job(
     baseline: Path, candidate: Path, min_effect: float, fail_above: float | None, out: Path | None
 ) -> int:
     from bench.analysis.compare import compare_runs
-    from bench.render.comparison import comparison_markdown
+    from bench.render.comparison import comparison_markdown, op_changes_markdown
 
-    comparison = compare_runs(load_run(baseline), load_run(candidate), min_effect=min_effect / 100)
+    runs = load_run(baseline), load_run(candidate)
+    comparison = compare_runs(*runs, min_effect=min_effect / 100)
     text = comparison_markdown(comparison)
+    profiled = profile_changes(
+        runs, (resolve_results_path(baseline).parent, resolve_results_path(candidate).parent)
+    )
+    if profiled:
+        text += "\n\n" + op_changes_markdown(profiled)
     if out:
         try:
             write_atomic(out, text + "\n")

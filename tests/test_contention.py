@@ -161,3 +161,37 @@ def test_a_forward_slower_than_its_forward_backward_marks_both() -> None:
     assert case_figures(run, step).health == ["inconsistent: forward slower than train_step"]
     fine = make_run(_case(CaseKey("forward", "cpu", 64), (0.001, QUIET)), both, step)
     assert all(not case_figures(fine, case).health for case in fine.cases)
+    # the header counts them, so a reader sees it before the tables
+    assert "INCONSISTENT: 3 cases" in summary_markdown(run)
+    assert "INCONSISTENT" not in summary_markdown(fine)
+
+
+def test_retry_slots_measure_again_only_the_cases_without_a_clean_pass(tmp_path: Path) -> None:
+    """The sweep's decision for the slots `--retry-contended` adds at the end of the planned passes."""
+    from bench.core.plan import Options, is_retry, schedule
+    from bench.engine.progress import Progress
+    from bench.engine.sweep import Sweep
+
+    keys = [CaseKey("forward", "cpu", 64), CaseKey("train_step", "cpu", 64), CaseKey("forward", "cpu", 1024)]
+    options = Options(devices=("cpu",), batch_sizes=(64, 1024), workloads=("forward", "train_step"),
+                      passes=2, retry_contended=1)  # fmt: skip
+    items = schedule(keys, options)
+    retries = [item for item in items if is_retry(item, options)]
+    assert [item.key for item in retries] == keys and all(item.pass_index == 2 for item in retries)
+    assert len(items) == 2 * len(keys) + len(retries)
+    clean = _case(keys[0], (0.001, QUIET), (0.001, QUIET))  # both passes had their CPUs: no retry
+    mixed = _case(keys[1], (0.001, QUIET), (0.05, BUSY))  # a contended pass is measured again
+    run = make_run(clean, mixed)  # keys[2] never measured (failed before): nothing to measure again
+    sweep = Sweep(run, tmp_path, None, options, keys, progress=Progress(items, 2, say=lambda _: None))  # type: ignore[arg-type]
+    assert {item.key: sweep.decide(item) for item in retries} == {
+        keys[0]: "done",
+        keys[1]: "solo",
+        keys[2]: "done",
+    }
+    ruined = _case(keys[1], (0.05, BUSY), (0.04, BUSY))
+    sweep.run = make_run(clean, ruined)
+    assert sweep.decide(retries[1]) == "solo"
+    retried = _case(keys[1], (0.05, BUSY), (0.04, BUSY), (0.001, QUIET))  # the retry's pass is the clean one
+    assert not retried.contended and retried.median_s == pytest.approx(0.001) and len(retried.passes) == 3
+    no_retries = Options(devices=("cpu",), batch_sizes=(64,), workloads=("forward",), passes=2)
+    assert not any(is_retry(item, no_retries) for item in schedule(keys, no_retries))

@@ -97,3 +97,28 @@ def test_cuda_clock_waits_for_queued_work() -> None:
     launched = time.perf_counter() - start
     torch.cuda.synchronize()
     assert waited > launched
+
+
+@cuda_test
+def test_graph_captures_share_one_side_stream_warmed_with_cublas() -> None:
+    """A new side stream per capture costs a cuBLAS workspace each: every capture reuses the device's
+    one, which prepare_device warms, so a second and third capture reserve no new workspace."""
+    from bench.measure.devices import prepare_device, side_stream
+    from bench.measure.model import build_training
+    from bench.measure.modes import GraphedTraining
+
+    prepare_device("cuda:0")
+    assert side_stream("cuda:0") is side_stream(torch.device("cuda", 0))
+    graphed = GraphedTraining(build_training("cuda:0"))
+    images, labels = (
+        torch.randn(64, 1, 28, 28, device="cuda:0"),
+        torch.zeros(64, dtype=torch.long, device="cuda:0"),
+    )
+    graphed.step(images, labels)
+    torch.cuda.synchronize()
+    reserved = torch.cuda.memory_reserved("cuda:0")
+    for batch in (32, 16):
+        graphed.step(images[:batch], labels[:batch])
+    torch.cuda.synchronize()
+    grown = torch.cuda.memory_reserved("cuda:0") - reserved
+    assert grown < 16 * 2**20, f"captures reserved {grown / 2**20:.0f} MiB more: a new cuBLAS workspace each?"

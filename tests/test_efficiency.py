@@ -75,6 +75,25 @@ def test_a_runs_limits_are_its_best_of_start_and_end() -> None:
     end = Peaks(float32=1.5e11, float32_matmul_side=2048, op_floor_s=3e-6)
     best = Peaks(float32=1.5e11, float32_matmul_side=2048, op_floor_s=2e-6)
     assert start.best_of(end) == best and end.best_of(start) == best
+    gpu_start, gpu_end = (
+        Peaks(op_floor_s=5e-6, kernel_floor_s=2e-6),
+        Peaks(op_floor_s=4e-6, kernel_floor_s=3e-6),
+    )
+    assert gpu_start.best_of(gpu_end) == Peaks(op_floor_s=4e-6, kernel_floor_s=2e-6)
+
+
+def test_on_a_gpu_the_kernels_a_graph_replays_can_explain_what_its_two_ops_cannot(small_run: Path) -> None:
+    """A CUDA graph's step dispatches 2 ATen ops but launches 20 kernels: judged on the larger."""
+    run: Run = load_run(small_run)
+    run.peaks = {"cuda:0": Peaks(float32=50e12, op_floor_s=5e-6, kernel_floor_s=2e-6)}
+    graphed = CaseResult(CaseKey("train_step", "cuda:0", 64, mode="cuda-graph"), samples_per_unit=64,
+                         passes=[PassRecord(0, [50e-6])], flops_per_sample=204_544, ops_per_step=2,
+                         kernels_per_step=20)  # fmt: skip
+    assert overhead_share(run, graphed) == pytest.approx(20 * 2e-6 / 50e-6)  # 80%, not 2 x 5 us = 20%
+    assert verdict(run, graphed) == "overhead-bound"
+    uncounted = CaseResult(graphed.key, samples_per_unit=64, passes=[PassRecord(0, [50e-6])],
+                           flops_per_sample=204_544, ops_per_step=2)  # fmt: skip
+    assert overhead_share(run, uncounted) == pytest.approx(0.2)  # no profiler count: the ops alone
 
 
 def _case(mode: str, seconds: float, ops: int, batch: int = 64) -> CaseResult:
@@ -184,6 +203,22 @@ def test_gpu_energy_comes_from_nvml_over_a_second_of_work() -> None:
 
 
 @cuda_test
+def test_the_profiler_counts_the_kernels_a_graph_replays_and_the_device_floor_is_measured() -> None:
+    from bench.measure.kernels import count_kernels, kernel_floor
+    from bench.measure.modes import GraphedTraining
+
+    graphed = GraphedTraining(build_training("cuda:0"))
+    images = torch.randn(64, 1, 28, 28, device="cuda:0")
+    labels = torch.zeros(64, dtype=torch.long, device="cuda:0")
+    graphed.step(images, labels)  # captured now, replayed below
+    kernels = count_kernels(lambda: graphed.step(images, labels), "cuda:0")
+    assert kernels is not None and kernels >= 8, kernels  # linear, relu, loss, backward, SGD: far more than 2
+    assert count_kernels(lambda: None, "cpu") is None and kernel_floor("cpu") is None
+    floor = kernel_floor("cuda:0")
+    assert floor is not None and 1e-7 < floor < 2e-5, floor
+
+
+@cuda_test
 def test_gpu_peaks_include_tf32() -> None:
     peaks = measure_peaks("cuda:0", ("float32", "tfloat32"))
     assert (peaks.tfloat32 or 0) > (peaks.float32 or 0) > 1e12
@@ -199,6 +234,7 @@ def test_the_peak_probe_hands_its_cached_gpu_memory_back(monkeypatch: pytest.Mon
     emptied: list[bool] = []
     monkeypatch.setattr(efficiency, "matmul_peak", lambda device, name: (5e14, 16384))
     monkeypatch.setattr(efficiency, "op_floor", lambda device: 4e-6)
+    monkeypatch.setattr(efficiency, "kernel_floor", lambda device: 2e-6)
     monkeypatch.setattr(efficiency, "synchronize", lambda device: None)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
     peaks = measure_peaks("cuda:0", ("float32",))

@@ -160,3 +160,19 @@ def test_resident_data_on_a_gpu_is_timed_by_cuda_events(dataset: Dataset) -> Non
     assert 0 < timing.data_seconds < timing.seconds
     host = run_epochs(dataset, "cuda:0", 64, "torchvision", repeats=1)[0]
     assert host.data_timer == "host clock"
+
+
+@cuda_test
+def test_the_events_data_clock_makes_its_events_before_the_epoch_and_none_inside(dataset: Dataset) -> None:
+    """One pair per batch made up front (not two new events per batch while timed), none for the end."""
+    from bench.measure.workloads import CudaEventDataClock, make_epochs, timed_epoch
+
+    source = make_epochs("resident", dataset, "cuda:0", 64)
+    clock = source.clock()
+    assert isinstance(clock, CudaEventDataClock)
+    batches = -(-SMALL_TRAIN // 64)
+    made = clock.events_made
+    assert made == 2 * batches
+    timing = timed_epoch(build_training("cuda:0"), EpochSource(source.batches, lambda: clock))
+    assert timing.batches == batches and clock.events_made == made  # nothing made inside the epoch
+    assert 0 < timing.data_seconds < timing.seconds

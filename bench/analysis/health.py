@@ -14,10 +14,11 @@ from bench.core.results import CaseResult, Run
 
 
 def health(run: Run, case: CaseResult, fraction: float | None) -> list[str]:
-    """Why a case's figure is not to be trusted: `contended` (its passes waited for CPUs),
-    `above-peak` (more FLOP/s than the device's measured peak: the peak was measured while busy)."""
+    """Why a case's figure is not to be trusted: `contended` (its passes waited for CPUs), `throttled`
+    or `shared` (its GPU slowed down or served other processes), `above-peak` (more FLOP/s than the device's measured peak: the peak was measured while busy)."""
     marks = ["contended"] if case.contended else []
     marks += ["oversubscribed"] if oversubscribed(run, case) else []
+    marks += case.device_marks
     marks += inconsistencies(run, case)
     if fraction is not None and fraction > 1:
         marks.append("above-peak")

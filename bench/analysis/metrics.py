@@ -170,13 +170,15 @@ def step_seconds(case: CaseResult) -> float | None:
 
 
 def overhead_share(run: Run, case: CaseResult) -> float | None:
-    """How much of a step its op count times the device's per-op floor explains."""
-    peaks = peaks_for(run, case.key)
-    floor = peaks.op_floor_s if peaks is not None else None
-    seconds = step_seconds(case)
-    if floor is None or not seconds or case.ops_per_step is None:
+    """How much of a step its launches explain: the op count times the device's per-op floor (host
+    side) or, on a GPU, the kernel count times its per-kernel floor (device side), whichever is more.
+    A CUDA graph replays many kernels as one or two ops, and compiled code's kernels are no ATen ops."""
+    peaks, seconds = peaks_for(run, case.key), step_seconds(case)
+    if peaks is None or not seconds:
         return None
-    return case.ops_per_step * floor / seconds
+    pairs = ((case.ops_per_step, peaks.op_floor_s), (case.kernels_per_step, peaks.kernel_floor_s))
+    explained = [count * floor / seconds for count, floor in pairs if count is not None and floor is not None]
+    return max(explained, default=None)
 
 
 def verdict(run: Run, case: CaseResult) -> str | None:

@@ -25,7 +25,7 @@ from bench.core.crash import note_run_folder, noted_run_folder, write_crash_log
 from bench.core.errors import BenchError, one_line
 from bench.core.stopping import interrupt_of, signals_interrupt
 
-COMMANDS = ("check", "run", "report", "compare", "redact")
+COMMANDS = ("check", "run", "report", "compare", "findings", "redact")
 EXIT_CRASH = 70  # EX_SOFTWARE: an internal error
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM 143, SIGHUP 129
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE

@@ -113,6 +113,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: 1; 0 turns it off)",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after each case's timed passes, profile a few of its steps (torch.profiler, never timed): a "
+        "Chrome/Perfetto trace and the op table as CSV per case in profiles/ (default: off)",
+    )
+    parser.add_argument(
         "--nproc",
         type=int,
         default=1,
@@ -176,6 +182,7 @@ def run_options(args: argparse.Namespace) -> Options:
     if not 0 <= args.retry_contended <= 10:
         raise UsageError(f"--retry-contended {args.retry_contended} must be between 0 and 10")
     values["retry_contended"] = args.retry_contended
+    values["profile"] = args.profile
     if not 0 < values["max_time"] <= 600:
         raise UsageError(f"--max-time {values['max_time']:g} must be between 0 and 600 seconds")
     if not 0 < args.target_accuracy <= 1:

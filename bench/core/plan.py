@@ -97,6 +97,7 @@ class Options:
     nproc: int = 1  # processes per data-parallel case (torchrun); 1: none
     side_by_side: bool = False  # with nproc: also nproc independent copies at once
     retry_contended: int = 0  # passes added at the end for a case with contended passes (bench run: 1)
+    profile: bool = False  # a few steps of each case under torch.profiler after its timed passes
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"allow_inf_nan": False, "extra": "forbid"}
 

@@ -161,6 +161,46 @@ class ContentionRecord:
         return self.involuntary_switches / (self.wall_s * self.threads)
 
 
+# A GPU pass is `throttled` when NVML gave a reason of this kind for lowering its clocks, or its SM
+# clock ran below this share of its maximum while it was busy; `shared` when other processes computed
+# on it. Idle, sync boost and application clock settings are not throttling.
+THROTTLING_REASONS = frozenset(
+    {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
+)
+THROTTLED_CLOCK_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class DeviceHealthRecord:
+    """A GPU's state read by NVML right before and right after a pass was timed (never inside it):
+    the clock-event reasons seen, the lowest SM clock against its maximum, the hottest temperature,
+    the highest power against the enforced limit, and the most other processes computing on it."""
+
+    readings: int
+    throttle_reasons: list[str]
+    sm_clock_share: float | None = None  # lowest SM clock over its maximum, when not idle
+    temperature_c: float | None = None
+    power_share: float | None = None  # highest power over the enforced limit
+    other_processes: int | None = None
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
+
+    def __post_init__(self) -> None:
+        require(self.readings >= 1, "device health needs a reading")
+        shares = [self.sm_clock_share, self.power_share]
+        require(all(v is None or 0 <= v < 100 for v in shares), "clock and power shares are not negative")
+        require(self.other_processes is None or self.other_processes >= 0, "other processes are not negative")
+
+    @property
+    def throttled(self) -> bool:
+        slow = self.sm_clock_share is not None and self.sm_clock_share < THROTTLED_CLOCK_SHARE
+        return bool(THROTTLING_REASONS.intersection(self.throttle_reasons)) or slow
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.other_processes)
+
+
 @dataclass(frozen=True)
 class PassRecord:
     """What one pass of a case measured. `samples_s` are raw seconds: per call (rounds) or per epoch.
@@ -190,6 +230,7 @@ class PassRecord:
     energy: EnergyRecord | None = None
     wall_s: float | None = None
     contention: ContentionRecord | None = None  # while the pass was timed (None: not measured)
+    device_health: DeviceHealthRecord | None = None  # a GPU's state around the pass (None: not a GPU)
 
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
 

@@ -37,7 +37,9 @@ class CaseResult:
     failed_passes: list[str] = field(default_factory=list)  # later passes that failed after one was ok
     flops_per_sample: int | None = None  # model FLOPs (bench.measure.efficiency.COUNTING_RULE)
     ops_per_step: int | None = None  # ATen ops one step (or call) dispatches, counted once, untimed
+    kernels_per_step: int | None = None  # on a GPU: kernels one step (or call) launches, by the profiler
     validations: list[Validation] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)  # --profile: its trace and op table, in the run folder
     backend: str | None = None  # processes at once: the torch.distributed backend (gloo, nccl)
     nnodes: int | None = None  # processes at once: the machines they ran on
 
@@ -91,6 +93,13 @@ class CaseResult:
     def contended(self) -> bool:
         """The figure rests on contended passes: no pass of the case had the CPUs to itself."""
         return bool(self.passes) and not self.clean_passes
+
+    @property
+    def device_marks(self) -> list[str]:
+        """`throttled` / `shared`: the GPU slowed its clocks, or other processes used it, during a pass
+        the case's figure rests on (NVML, read around each pass)."""
+        health = [r.device_health for r in (self.clean_passes or self.passes) if r.device_health is not None]
+        return [name for name in ("throttled", "shared") if any(getattr(h, name) for h in health)]
 
     @cached_property
     def samples_s(self) -> list[float]:
@@ -234,9 +243,11 @@ class TimingPolicy:
 @dataclass(frozen=True)
 class Peaks:
     """A device's own limits, measured in this run: matmul FLOP/s per precision (and the side of the
-    square matmul that reached it), and the per-op floor (seconds of the smallest op)."""
+    square matmul that reached it), the per-op floor (seconds of the smallest op, host-timed) and, on
+    a GPU, the per-kernel floor (the device's own, from a replayed graph of tiny kernels)."""
 
     op_floor_s: float | None = None
+    kernel_floor_s: float | None = None
     float32: float | None = None
     float32_matmul_side: int | None = None
     bfloat16: float | None = None
@@ -247,7 +258,7 @@ class Peaks:
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
 
     def __post_init__(self) -> None:
-        figures = [self.op_floor_s, *(getattr(self, name) for name in PRECISIONS)]
+        figures = [self.op_floor_s, self.kernel_floor_s, *(getattr(self, name) for name in PRECISIONS)]
         require(all(v is None or v > 0 for v in figures), "peaks and the per-op floor are positive")
 
     def flops(self, precision: str) -> float | None:
@@ -265,8 +276,9 @@ class Peaks:
             theirs = other.flops(name)
             if theirs is not None and theirs > (self.flops(name) or 0):
                 best[name], best[f"{name}_matmul_side"] = theirs, other.side(name)
-        floors = [f for f in (self.op_floor_s, other.op_floor_s) if f is not None]
-        best["op_floor_s"] = min(floors) if floors else None
+        for floor in ("op_floor_s", "kernel_floor_s"):
+            known = [f for f in (getattr(self, floor), getattr(other, floor)) if f is not None]
+            best[floor] = min(known) if known else None
         return Peaks(**best)
 
 

@@ -180,7 +180,8 @@ def sharded_source(world: World, dataset: Dataset, key: CaseKey, seed: int) -> E
     resident = ResidentBatches(
         dataset.train_images, dataset.train_labels, world.device, seed=seed, shard=shard
     )
-    clock = CudaEventDataClock if world.device.type == "cuda" else HostDataClock
+    batches = -(-len(resident) // key.batch_size)
+    clock = (lambda: CudaEventDataClock(batches)) if world.device.type == "cuda" else HostDataClock
     return EpochSource(lambda: resident.batches(key.batch_size), clock)
 
 

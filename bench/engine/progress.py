@@ -76,7 +76,10 @@ class Progress:
     finished: list[tuple[Item, float]] = field(default_factory=list)
 
     def starting(self, item: Item) -> None:
-        passes = f" (pass {item.pass_index + 1}/{self.passes})" if self.passes > 1 else ""
+        if item.pass_index >= self.passes:
+            passes = " (again: its passes waited for CPUs)"
+        else:
+            passes = f" (pass {item.pass_index + 1}/{self.passes})" if self.passes > 1 else ""
         elapsed = format_duration(time.perf_counter() - self.started)
         left = estimate_remaining(self.finished, self.items[self.done - 1 :])
         timing = f"{elapsed} elapsed" + (f", about {format_duration(left)} left" if left is not None else "")

@@ -128,12 +128,50 @@ def min_round_s(overhead_s: float) -> float:
     return max(MIN_ROUND_S, overhead_s / SYNC_SHARE_BOUND)
 
 
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def side_stream(device: torch.device | str) -> torch.cuda.Stream:
+    """The one side stream of a CUDA device, for every graph capture's warm-up.
+
+    cuBLAS keeps a handle and a workspace per stream (about 32 MiB on Hopper): a new stream per
+    capture would add one to every cuda-graph case's memory and none of it would be the model's.
+    """
+    device = torch.device(device)
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    stream = _SIDE_STREAMS.get(device)
+    if stream is None:
+        stream = _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return stream
+
+
+def _warm_blas(device: torch.device) -> None:
+    """A linear layer with bias, forward and backward, in float32 and under bf16 autocast: the cuBLAS
+    and cuBLASLt (bias epilogue) handles and workspaces every model's layers then reuse."""
+    weights = torch.ones(64, 64, device=device, requires_grad=True)
+    bias = torch.zeros(64, device=device, requires_grad=True)
+    inputs = torch.ones(8, 64, device=device)
+    torch.nn.functional.linear(inputs, weights, bias).sum().backward()
+    (weights @ weights).sum().backward()
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            torch.nn.functional.linear(inputs, weights, bias).float().sum().backward()
+
+
 def prepare_device(device: torch.device | str) -> None:
-    """Pays a device's one-time start-up before any case: CUDA context, cuBLAS handle and workspace.
+    """Pays a device's one-time start-up before any case: CUDA context, cuBLAS and cuBLASLt handles
+    and workspaces, on the default stream and on the side stream graph captures warm up on.
 
     cuBLAS workspaces come from the caching allocator and stay for the life of the process; created
     here, they are part of every case's baseline instead of the first case's own peak.
     """
-    weights = torch.ones(64, 64, device=device, requires_grad=True)
-    (weights @ weights).sum().backward()
+    device = torch.device(device)
+    _warm_blas(device)
+    if device.type == "cuda":
+        side, current = side_stream(device), torch.cuda.current_stream(device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            _warm_blas(device)
+        current.wait_stream(side)
     synchronize(device)

@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.core.results import Peaks
 from bench.measure.devices import device_clock, synchronize
+from bench.measure.kernels import kernel_floor
 
 MATMUL_SIZES = {"cpu": (512, 4096), "cuda": (4096, 16384)}  # smallest and largest side tried
 MATMUL_MIN_S = 0.02  # the matmul grows until one takes this long
@@ -145,6 +146,7 @@ def measure_peaks(device: torch.device | str, names: tuple[str, ...] = ("float32
         peaks[name] = flops
         peaks[f"{name}_matmul_side"] = side
     peaks["op_floor_s"] = op_floor(device)
+    peaks["kernel_floor_s"] = kernel_floor(device)
     synchronize(device)
     release_cached_memory(device)
     return Peaks(**peaks)

@@ -37,7 +37,7 @@ import torch
 from bench.core.catalog import MODES
 from bench.core.errors import one_line
 from bench.measure.data import Dataset
-from bench.measure.devices import synchronize
+from bench.measure.devices import side_stream, synchronize
 from bench.measure.efficiency import precision
 from bench.measure.loaders import ResidentBatches
 from bench.measure.model import Training, build_training, preserved
@@ -139,7 +139,7 @@ class GraphedTraining:
     ) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]:
         static = [t.detach().clone() for t in tensors]
         with preserved(self.base):
-            side = torch.cuda.Stream(self.device)
+            side = side_stream(self.device)  # one per device: a new one costs a cuBLAS workspace
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 for _ in range(self.WARMUP):

@@ -32,6 +32,8 @@ from bench.measure.data import Dataset
 from bench.measure.devices import synchronize
 from bench.measure.efficiency import count_ops, flops_per_sample
 from bench.measure.energy import EnergyMeter
+from bench.measure.health_watch import DeviceWatch
+from bench.measure.kernels import count_kernels
 from bench.measure.loaders import fixed_batch
 from bench.measure.memory import MemoryMonitor
 from bench.measure.model import Training
@@ -100,15 +102,18 @@ def one_process(key: CaseKey, dataset: Dataset) -> Placement:
 
 def step_facts(
     key: CaseKey, dataset: Dataset, training: Any, call: Callable[[], Any] | None = None
-) -> dict[str, int]:
-    """FLOPs per sample and ATen ops per call of this case's model and mode (counted untimed): the ops of
-    `call` (the timed callable of a round), or else of one training step on a fixed batch."""
+) -> dict[str, int | None]:
+    """FLOPs per sample, ATen ops and (on a GPU) kernels per call of this case's model and mode, counted
+    untimed: those of `call` (the timed callable of a round, already warm), or else of one training step
+    on a fixed batch after a first one (so an epoch's or a training run's count leaves out capture)."""
     if call is None:
         inputs, labels = fixed_batch(dataset, key.batch_size, key.device)
         call = lambda: training.step(inputs, labels)  # noqa: E731
+        call()  # a capture or a compilation happens now, not in what is counted
     return {
         "flops_per_sample": flops_per_sample(training.net, workload(key.workload).backward),
         "ops_per_step": count_ops(call),
+        "kernels_per_step": count_kernels(call, key.device),
     }
 
 
@@ -135,7 +140,7 @@ def measure_rounds(
         graphs = modes.compiled_graphs() if key.mode == "compile" else None
         gc.collect()  # pytest-benchmark keeps the collector off during the rounds (disable_gc)
         joules_before, start = meter.read(), time.perf_counter()
-        with Watch() as watch:
+        with Watch() as watch, DeviceWatch(key.device) as health:
             benchmark(step)
             synchronize(key.device)
         window, joules = time.perf_counter() - start, meter.joules_between(joules_before, meter.read())
@@ -152,6 +157,7 @@ def measure_rounds(
         memory=monitor.reading,
         energy=energy_record(meter, [joules], window),
         contention=watch.record,
+        device_health=health.record,
     )
     facts = step_facts(key, dataset, training, step) if first_pass else {}
     return Measured([record], key.batch_size, facts)
@@ -168,7 +174,7 @@ def measure_epochs(
         training = place.build(0)
         hooks = Hooks(_graphs_after_warm_up(key, graphs), place.before_epoch, monitor.sample, meter)
         source = place.source(item.pass_index)
-        with Watch() as watch:
+        with Watch() as watch, DeviceWatch(key.device) as health:
             timings = time_epochs(
                 training, source, len(dataset.train_labels), key.batch_size, item.repeats, hooks
             )
@@ -185,6 +191,7 @@ def measure_epochs(
         energy=energy_record(meter, [t.energy_j for t in timings], sum(t.seconds for t in timings)),
         wall_s=round(time.perf_counter() - start, 3),
         contention=watch.record,
+        device_health=health.record,
     )
     facts = step_facts(key, dataset, training) if first_pass and key.processes == 1 else {}
     return Measured([record], timings[0].samples, facts)
@@ -204,7 +211,7 @@ def measure_runs(
             training = place.build(run_index)
             hooks = Hooks(_graphs_after_warm_up(key, graphs), place.before_epoch, monitor.sample, meter)
             source = place.source(run_index)
-            with Watch() as watch:
+            with Watch() as watch, DeviceWatch(key.device) as health:
                 run = train_epochs(
                     training, source, dataset, key.batch_size, epochs, run_index, hooks, place.evaluates
                 )
@@ -225,6 +232,7 @@ def measure_runs(
                 energy=energy_record(meter, run.energy_j, sum(run.epoch_seconds)),
                 wall_s=round(time.perf_counter() - start, 3),
                 contention=watch.record,
+                device_health=health.record,
             )
         )
         samples = run.samples_per_epoch

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench.analysis.health import inconsistencies
 from bench.core.catalog import PRECISIONS, dataset_display_name
 from bench.core.facts import fact, fact_text
 from bench.core.records import CONTENDED_WAIT_SHARE
@@ -40,6 +41,21 @@ def contention_lines(run: Run, strong: Callable[[str], str], code: Callable[[str
         f"more than {CONTENDED_WAIT_SHARE:.0%} of the time in every pass (other work held the CPUs). Their "
         "cells are marked ‼ and left out of speedups, verdicts and compare's decisions. Stop the other work "
         f"(or run with fewer {code('--threads')}) and run again."
+    ]
+
+
+def consistency_lines(run: Run, strong: Callable[[str], str]) -> list[str]:
+    """How many cases contradict a nested workload of the same setup (forward slower than
+    forward_backward): such figures cannot all be right, whatever the machine did."""
+    found = {c.key: marks for c in run.cases if (marks := inconsistencies(run, c))}
+    if not found:
+        return []
+    examples = "; ".join(f"{key.label()}: {', '.join(marks)}" for key, marks in list(found.items())[:3])
+    more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+    return [
+        f"{strong(f'INCONSISTENT: {len(found)} cases')}: a lighter workload measured slower per sample than a "
+        f"heavier one of the same setup, beyond both intervals: {examples}{more}. Their health column says "
+        "which; at least one figure of each pair is wrong (usually a busy machine): run them again."
     ]
 
 
@@ -80,6 +96,7 @@ def header_lines(run: Run, markup: bool = True) -> list[str]:
         lines.append(f"Why synthetic: {dataset.note}.")
     lines.append(f"Environment: {environment_line(run.env)}.")
     lines += contention_lines(run, strong, code)
+    lines += consistency_lines(run, strong)
     loadavg = fact(run.env, "load", "loadavg")
     if isinstance(loadavg, list):
         busy = fact(run.env, "load", "busy_processes")

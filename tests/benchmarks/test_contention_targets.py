@@ -80,3 +80,37 @@ def test_a_hog_started_halfway_marks_the_cases_after_it(tmp_path: Path) -> None:
     before, after = cases[:3], cases[4:]  # the fourth may have been halfway when they started
     assert not any(case.contended for case in before), [c.key.label() for c in before if c.contended]
     assert all(case.contended for case in after), [c.key.label() for c in after if not c.contended]
+
+
+def test_passes_contended_by_hogs_are_measured_again_once_they_stop(tmp_path: Path) -> None:
+    """`--retry-contended 1`: the hogs run through the planned pass and stop before the retry slots."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "bench", "run", "--devices", "cpu", "--workloads", "forward,train_step",
+               "--batch-sizes", "64,1024", "--passes", "1", "--max-time", "2", "--dataset", "synthetic",
+               "--retry-contended", "1", "--data-dir", str(tmp_path / "data"), "--out", str(out)]  # fmt: skip
+    with hogs(2):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            planned_done = False
+            while process.poll() is None and not planned_done:
+                try:
+                    planned_done = (out / "results.json").exists() and len(load_run(out).cases) >= 4
+                except Exception:  # caught mid-write: read again
+                    pass
+                time.sleep(0.05)
+        except BaseException:
+            process.kill()
+            raise
+    try:
+        assert process.wait(timeout=300) == 0
+    finally:
+        process.kill()
+    cases = load_run(out).cases
+    first_contended = [case for case in cases if case.passes[0].contended]
+    assert len(first_contended) >= 3, "the hogs did not contend the planned pass"
+    for case in first_contended:
+        assert len(case.passes) == 2, case.key.label()  # both records kept
+    retried_clean = [case for case in first_contended if not case.passes[1].contended]
+    assert retried_clean and all(not case.contended for case in retried_clean)
+    for case in retried_clean:
+        assert case.samples_s == case.passes[1].samples_s  # the figure rests on the clean pass
