@@ -149,13 +149,13 @@ def test_report_of_json_nested_100000_deep_is_refused_in_one_line(
 
 CRASHING = """
 import sys
-from bench import app
+from bench import app, reading
 from bench.cli import main
 
 def broken(*args, **kwargs):
     raise ZeroDivisionError("a bug, planted by the test")
 
-setattr(app, sys.argv[1], broken)
+setattr(app if hasattr(app, sys.argv[1]) else reading, sys.argv[1], broken)
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from bench import app
+    from bench import reading
     from bench.core.envvars import check_environment
 
     check_environment()  # BENCH_REDACT_SALT among them
-    return app.redact_job(args.target)
+    return reading.redact_job(args.target)

@@ -28,6 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from bench import app
+    from bench import reading
 
-    return app.report_job(args.targets, args.plot, args.out, redact=args.redact)
+    return reading.report_job(args.targets, args.plot, args.out, redact=args.redact)

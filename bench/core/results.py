@@ -370,11 +370,13 @@ class Run:
     @property
     def ended(self) -> str:
         """How the run ended, in words: complete, interrupted by SIGTERM, failed, or never said."""
-        if self.state == "interrupted":
-            return f"interrupted by {self.stopped_by}" if self.stopped_by else "interrupted"
         if self.state == "running":
             return "ended without a word (killed, or still running)"
-        return self.state
+        return (
+            f"interrupted by {self.stopped_by}"
+            if self.state == "interrupted" and self.stopped_by
+            else self.state
+        )
 
     def interrupted_by(self, signal_name: str) -> None:
         """The run stopped on a signal: what it holds is final, no case is in progress."""
