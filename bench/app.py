@@ -37,6 +37,7 @@ from bench.core.store import (
 from bench.engine.launch import COMMAND_LINE_ENV
 from bench.env.check import CheckReport
 from bench.reading import write_plots, write_tables, written_files
+from bench.render.header import how_it_ended
 from bench.render.summary import console_summary
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -208,7 +209,7 @@ def finish_run(request: RunRequest, run: Run, folder: Path) -> int:
         missing = run.planned_cases - len(run.cases)
         kept = f"{len(run.cases)} of {run.planned_cases} planned cases kept"
         rest = f"; the {missing} missing ones need a new run into another --out" if missing > 0 else ""
-        say(f"bench run: {run.ended}: {kept}{rest}; `bench report {folder}` renders them again")
+        say(f"bench run: {how_it_ended(run)}: {kept}{rest}; `bench report {folder}` renders them again")
         return exit_code_for(run.stopped_by)
     return EXIT_FAILED if any(case.status == Status.ERROR for case in run.cases) else EXIT_OK
 

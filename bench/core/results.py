@@ -363,24 +363,13 @@ class Run:
         self._index = {case.key: position for position, case in enumerate(self.cases)}
 
     @property
-    def partial(self) -> bool:
-        """Planned cases are missing (a run stopped after its last case is not partial)."""
+    def partial(self) -> bool:  # planned cases are missing (a run stopped after its last case is not)
         return len(self.cases) < self.planned_cases
 
-    @property
-    def ended(self) -> str:
-        """How the run ended, in words: complete, interrupted by SIGTERM, failed, or never said."""
-        if self.state == "running":
-            return "ended without a word (killed, or still running)"
-        return (
-            f"interrupted by {self.stopped_by}"
-            if self.state == "interrupted" and self.stopped_by
-            else self.state
-        )
-
-    def interrupted_by(self, signal_name: str) -> None:
-        """The run stopped on a signal: what it holds is final, no case is in progress."""
-        self.state, self.stopped_by, self.in_progress = "interrupted", signal_name, None
+    def interrupted_by(self, signal_name: str, keep_suspect: bool = False) -> None:
+        """Stopped on a signal; a rank keeps its suspect (torchrun's SIGTERM may follow a rank's failure)."""
+        self.state, self.stopped_by = "interrupted", signal_name
+        self.in_progress = self.in_progress if keep_suspect else None
 
     def case(self, key: CaseKey) -> CaseResult | None:
         position = self._index.get(key)

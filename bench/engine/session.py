@@ -86,7 +86,7 @@ def follow(sweep: Sweep) -> None:
 
 
 @contextmanager
-def disturbance_recorded(run: Run, folder: Path) -> Iterator[None]:
+def disturbance_recorded(run: Run, folder: Path, ranks: bool = False) -> Iterator[None]:
     """Whatever happens inside, the run ends with how it ended, its disturbance and end time saved
     (unless the folder refuses the write that would say so: the last good save stands)."""
     before = cpu_time_split()
@@ -94,7 +94,7 @@ def disturbance_recorded(run: Run, folder: Path) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt as error:
-        run.interrupted_by(interrupt_of(error).name)
+        run.interrupted_by(interrupt_of(error).name, keep_suspect=ranks)
         raise
     except WriteFailure:
         run.state, refused = "failed", True
@@ -145,11 +145,11 @@ def run_sweep(
         return run
     run.state = "running"
     save_run(run, folder)
-    with disturbance_recorded(run, folder):
+    with disturbance_recorded(run, folder, ranks=world is not None):
         run.state = execute(sweep)  # type: ignore[assignment]
         validate_training(run)
         if run.state == "interrupted":  # on a signal: no second measurement of the limits, stop now
-            run.interrupted_by(signal_name(requested() or signal.SIGINT))
+            run.interrupted_by(signal_name(requested() or signal.SIGINT), keep_suspect=world is not None)
             return run
         remeasure_peaks(run, options, cases)
     return run
