@@ -25,7 +25,9 @@ from tests.conftest import ROOT, make_run
 TRACEBACK = "Traceback (most recent call last)"
 
 
-def start_run(out: Path, *extra: str, workloads: str = "forward") -> subprocess.Popen[str]:
+def start_run(
+    out: Path, *extra: str, workloads: str = "forward", session: bool = False
+) -> subprocess.Popen[str]:
     """A run of several short cases (about 0.6 s each) on synthetic data, as a user starts it."""
     return subprocess.Popen(
         [
@@ -34,7 +36,7 @@ def start_run(out: Path, *extra: str, workloads: str = "forward") -> subprocess.
             "--out", str(out), "--retry-contended", "0", *extra,
         ],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=session,
     )  # fmt: skip
 
 
@@ -112,19 +114,29 @@ def _processes_naming(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_two_process_run_stops_torchrun_and_every_rank_first(tmp_path: Path) -> None:
-    """Was: the command exited at once while torchrun and both ranks went on writing the folder for 28 s."""
+@pytest.mark.parametrize(
+    ("signum", "code", "group"), [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)]
+)
+def test_a_signal_to_a_two_process_run_stops_torchrun_and_every_rank_first(
+    tmp_path: Path, signum: int, code: int, group: bool
+) -> None:
+    """Was: SIGTERM ended the command at once while torchrun and both ranks went on writing the folder
+    for 28 s; a terminal's Ctrl-C (SIGINT to the whole process group) left it at `running`, no tables."""
     out = tmp_path / "ranks"
-    process = start_run(out, "--nproc", "2", workloads="train_step")
+    process = start_run(out, "--nproc", "2", workloads="train_step", session=group)
     wait_for_line(process, "[  2/", timeout=400)
-    process.send_signal(signal.SIGTERM)
+    if group:
+        os.killpg(process.pid, signum)  # as a terminal's Ctrl-C: every process of the foreground group
+    else:
+        process.send_signal(signum)
     _stdout, stderr = process.communicate(timeout=180)
-    assert process.returncode == 143, stderr
+    assert process.returncode == code, stderr
     assert not _processes_naming(str(out)), "torchrun or a rank outlived the command"
     assert TRACEBACK not in stderr and "SignalException" not in stderr, stderr[-3000:]
     written = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
     run = load_run(out)
-    assert run.state == "interrupted" and run.stopped_by == "SIGTERM" and run.cases
+    name = signal.Signals(signum).name
+    assert run.state == "interrupted" and run.stopped_by == name and run.cases and run.in_progress is None
     assert "PARTIAL RUN" in (out / "summary.md").read_text()
     time.sleep(2)
     assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == written  # final
