@@ -7,12 +7,17 @@ devices come last, since naming a GPU needs torch to know what this machine has.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.cli.args import (
+    REDACT_HELP,
+    check_counts,
     comma_list,
+    cpu_share_warnings,
     finite_float,
+    folder_path,
     parse_batch_sizes,
     parse_choices,
     parse_loader_workers,
@@ -156,7 +161,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each with its own model and data, to show contention for the host, memory and PCIe (default: off)",
     )
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # the ranks, after a failure
-    parser.add_argument("--out", type=Path, help="run folder (default: results/<date>-<host>-<id>/)")
+    parser.add_argument("--redact", action="store_true", help=REDACT_HELP)
+    parser.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help="allow more processes than usable CPUs, or threads far above them (default: refused)",
+    )
+    parser.add_argument("--out", type=folder_path, help="run folder (default: results/<date>-<host>-<id>/)")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -194,9 +205,7 @@ def run_options(args: argparse.Namespace) -> Options:
         max_time=args.max_time,
         passes=args.passes,
     )
-    for name in ("epochs", "epoch_repeats", "train_runs", "passes"):
-        if values[name] < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {values[name]} must be at least 1")
+    check_counts(values)
     if not 0 <= args.retry_contended <= 10:
         raise UsageError(f"--retry-contended {args.retry_contended} must be between 0 and 10")
     values["retry_contended"] = args.retry_contended
@@ -225,6 +234,10 @@ def run_options(args: argparse.Namespace) -> Options:
     nproc = ranks_in_group() or args.nproc
     if nproc < 1:
         raise UsageError(f"--nproc {nproc} must be at least 1")
+    on_cpu = args.devices is None or "cpu" in args.devices.lower()
+    local = env_int("LOCAL_WORLD_SIZE", nproc) if ranks_in_group() else nproc
+    for line in cpu_share_warnings(threads, local, on_cpu, whole_usable_cpus(), args.oversubscribe):
+        print(f"warning: {line}", file=sys.stderr)
     if args.side_by_side and nproc < 2:
         raise UsageError("--side-by-side needs --nproc 2 or more (how many copies run side by side)")
     if nproc > 1:
@@ -302,5 +315,6 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         check=args.check,
         require=tuple(args.require),
         resume=args.resume,
+        redact=args.redact,
     )
     return app.rank_job(request) if ranks_in_group() else app.run_job(request)

@@ -37,13 +37,14 @@ from bench.core.plan import Item, Options
 from bench.core.records import PassRecord
 from bench.env.contention import Watch
 from bench.measure.data import Dataset
+from bench.measure.data_clocks import CudaEventDataClock, HostDataClock
 from bench.measure.devices import device_clock, synchronize
 from bench.measure.energy import EnergyMeter
 from bench.measure.loaders import ResidentBatches, fixed_batch
 from bench.measure.memory import MemoryMonitor
 from bench.measure.model import Training, build_training
 from bench.measure.records import Measured, Placement, measure_epochs, measure_runs
-from bench.measure.workloads import STEPS, WARMUP_CALLS, CudaEventDataClock, EpochSource, HostDataClock
+from bench.measure.workloads import STEPS, WARMUP_CALLS, EpochSource
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=env_float("BENCH_COLLECTIVE_TIMEOUT_S", 30))
 SOLO_TIMEOUT = datetime.timedelta(hours=2)  # the other ranks waiting while rank 0 measures a one-process case

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.catalog import STOPPING_STATUSES, Status
-from bench.core.errors import one_line
+from bench.core.errors import WriteFailure, one_line
 from bench.core.keys import CaseKey
 from bench.core.plan import Item, Options, is_retry, schedule
 from bench.core.results import CaseResult, Run
@@ -53,6 +53,7 @@ class Sweep:
     meters: dict[str, EnergyMeter] = field(default_factory=dict)
     broken_devices: dict[str, str] = field(default_factory=dict)
     stop_requested: bool = False
+    fatal: BaseException | None = None  # a WriteFailure that ended the run (bench.engine.pytest_driver)
 
     def __post_init__(self) -> None:
         self.progress = self.progress or Progress(self.items, self.options.passes)
@@ -150,6 +151,8 @@ class Sweep:
             case = self.run.case(key)
             if check is not None and case is not None and case.status in (Status.OK, Status.INVALID):
                 self.store(case.with_validation(check))
+        except WriteFailure:
+            raise  # the folder, not the case: the run stops at the first write it refuses
         except Exception as error:
             self.record_failure(key, Status.OOM if is_out_of_memory(error) else Status.ERROR, one_line(error))
 

@@ -16,17 +16,19 @@ from bench.analysis.compare import (
     ComparisonRow,
 )
 from bench.analysis.profile_diff import OpChange
+from bench.render.escape import markdown_safe
 from bench.render.tables import render
 from bench.render.units import fmt_seconds
 
 
 def comparison_markdown(comparison: Comparison) -> str:
+    comparison = markdown_safe(comparison)  # the runs' strings and the warnings quoting them, escaped
     a, b = comparison.a, comparison.b
     parts = [
         f"# Comparison: B ({b.run_id}) against A ({a.run_id})",
         "",
-        f"A: {a.command_line or '?'} — {a.created}  ",
-        f"B: {b.command_line or '?'} — {b.created}",
+        f"A: `{a.command_line or '?'}` — {a.created}  ",
+        f"B: `{b.command_line or '?'}` — {b.created}",
         "",
     ]
     noise_a, noise_b = comparison.noise

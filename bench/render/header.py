@@ -13,6 +13,13 @@ from bench.core.results import MeterFacts, Peaks, Run, TimingPolicy
 from bench.render.units import fmt_bandwidth, fmt_flops, fmt_seconds
 
 
+def how_it_ended(run: Run) -> str:
+    """complete, interrupted by SIGTERM, failed; a file still at `running` is a process that died."""
+    if run.state == "running":
+        return "ended without a word (killed, or still running)"
+    return f"interrupted by {run.stopped_by}" if run.state == "interrupted" and run.stopped_by else run.state
+
+
 def environment_line(env: Any) -> str:
     """One line for table headers: torch build, CPU, threads, GPUs."""
     devices = fact(env, "cuda", "devices")
@@ -75,11 +82,13 @@ def header_lines(run: Run, markup: bool = True) -> list[str]:
     lines = []
     if run.partial:
         lines.append(
-            f"{strong('PARTIAL RUN')} ({run.state}): {len(run.cases)} of {run.planned_cases} planned cases "
+            f"{strong('PARTIAL RUN')} ({how_it_ended(run)}): {len(run.cases)} of {run.planned_cases} planned cases "
             "finished; the missing cells were never measured."
         )
-    else:
+    elif run.state == "complete":
         lines.append(f"Complete run: {len(run.cases)} cases.")
+    else:
+        lines.append(f"Every planned case was measured ({len(run.cases)}); the run then {how_it_ended(run)}.")
     name = "SYNTHETIC" if dataset.synthetic else dataset_display_name(dataset.name)
     data_line = (
         f"Dataset: {strong(name)} ({dataset.train_samples:,} training / {dataset.test_samples:,} test images) "

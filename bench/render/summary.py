@@ -14,6 +14,7 @@ from bench.core.catalog import COMPUTE_BOUND_SHARE, COUNTING_RULE, OVERHEAD_SHAR
 from bench.core.results import Run
 from bench.core.stats import NOISY_SPREAD, QUARTILE_METHOD
 from bench.render import sections
+from bench.render.escape import console_safe, markdown_safe
 from bench.render.findings import findings_lines
 from bench.render.header import energy_lines, header_lines, peaks_lines
 
@@ -134,6 +135,7 @@ CONSOLE = (
 
 
 def summary_markdown(run: Run) -> str:
+    run = markdown_safe(run)  # every string from the file or the machine escaped, once
     parts = [f"# Benchmark run {run.run_id}", "", *[f"{line}  " for line in header_lines(run)], ""]
     found = findings_lines(run)
     if found:
@@ -152,6 +154,7 @@ def summary_markdown(run: Run) -> str:
 
 
 def console_summary(run: Run) -> str:
+    run = console_safe(run)
     parts = [*header_lines(run, markup=False)]
     found = findings_lines(run, markup=False)
     if found:
