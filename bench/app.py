@@ -1,10 +1,11 @@
-"""The jobs behind the commands: check, run (one process, a supervisor of ranks, or one rank), report,
-compare. Each claims and writes its folder, collects the facts, loads the data, hands the cases to
-the engine and writes every artifact (summary.md, results.csv, plots, fleet tables) in one place.
+"""The jobs that measure: check, and run (one process, a supervisor of ranks, or one rank). A run claims
+and writes its folder, collects the facts, loads the data, hands the cases to the engine and writes
+every artifact through bench.reading (which also holds the jobs that only read: report, compare,
+redact).
 
 Exit status: 0 success; 1 a check failed, a case errored, or `compare --fail-above` found a
-slowdown; 2 bad input (nothing was measured or changed); 130 a run stopped by Ctrl-C (its finished
-cases are saved and rendered).
+slowdown; 2 bad input (nothing was measured or changed); 128 + the signal's number for a run stopped
+by one: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP (its finished cases are saved and rendered).
 """
 
 from __future__ import annotations
@@ -23,23 +24,25 @@ from bench.core.envvars import env_int, env_path, env_text
 from bench.core.errors import BenchError, UsageError
 from bench.core.plan import Options, plan
 from bench.core.results import CheckLine, ProcessFacts, Run
-from bench.core.schema import load_run, resolve_results_path
+from bench.core.schema import load_run
+from bench.core.stopping import exit_code_for, interrupt_of, signals_deferred, signals_interrupt
 from bench.core.store import (
-    PYTEST_BENCHMARK_FILE,
     RESULTS_FILE,
     default_run_folder,
     new_run_id,
     prepare_run_folder,
+    release_run_folder,
     save_run,
     utc_now,
     write_atomic,
 )
 from bench.engine.launch import COMMAND_LINE_ENV
 from bench.env.check import CheckReport
-from bench.render.csvfile import CSV_FILE, csv_text
-from bench.render.summary import SUMMARY_FILE, console_summary, summary_markdown
+from bench.reading import write_plots, write_tables, written_files
+from bench.render.header import how_it_ended
+from bench.render.summary import console_summary
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED = 0, 1
 
 if TYPE_CHECKING:
     from bench.engine.ab import ABRequest
@@ -68,33 +71,6 @@ def check_job(as_json: bool, require: Sequence[str]) -> int:
     return EXIT_OK if report.passed else EXIT_FAILED
 
 
-# --- artifacts -------------------------------------------------------------------------------------
-
-
-def write_tables(run: Run, folder: Path) -> list[Path]:
-    """Writes summary.md and results.csv next to results.json (atomically, like the results)."""
-    summary, table = folder / SUMMARY_FILE, folder / CSV_FILE
-    write_atomic(summary, summary_markdown(run))
-    write_atomic(table, csv_text(run))
-    return [summary, table]
-
-
-def write_plots(run: Run, folder: Path) -> list[Path]:
-    from bench.render.plots import draw_plots
-
-    paths = draw_plots(run, folder)
-    run.plots = [path.name for path in paths]
-    save_run(run, folder)
-    write_tables(run, folder)
-    return paths
-
-
-def written_files(run: Run, folder: Path) -> list[str]:
-    """The files of a run folder that exist, in the order people read them."""
-    names = [SUMMARY_FILE, CSV_FILE, RESULTS_FILE, PYTEST_BENCHMARK_FILE, *run.plots]
-    return [name for name in names if (folder / name).exists()]
-
-
 # --- bench run -------------------------------------------------------------------------------------
 
 
@@ -112,6 +88,12 @@ class RunRequest:
     check: bool = False
     require: tuple[str, ...] = ()
     resume: bool = False
+    redact: bool = False  # hosts, users, homes, processes, git and GPU ids replaced (bench.core.redact)
+
+    def default_folder(self, run_id: str) -> Path:
+        from bench.core.redact import redacted_host
+
+        return default_run_folder(Path("results"), run_id, redacted_host() if self.redact else None)
 
 
 def new_run(request: RunRequest, facts: dict[str, Any], check: CheckReport, dataset: Any, run_id: str) -> Run:
@@ -131,37 +113,58 @@ def collect_facts(request: RunRequest) -> tuple[dict[str, Any], CheckReport]:
     from bench.env.collect import collect_all
 
     facts = collect_all()
-    return facts, install_check(request.require, env=facts)
+    check = install_check(request.require, env=facts)
+    if request.redact:  # from the first save on (the rest of the run at its end, in finish_run)
+        from bench.core.redact import redactor_for
+
+        facts = redactor_for(facts).tree(facts)
+    return facts, check
 
 
 def run_job(request: RunRequest) -> int:
-    """`bench run` in the process the user started: one process, or the supervisor of torchrun's ranks."""
-    from bench.measure.data import load_dataset
+    """`bench run` in the process the user started: one process, or the supervisor of torchrun's ranks.
 
+    From the claim of its folder to the last table, SIGINT, SIGTERM and SIGHUP take one path
+    (bench.core.stopping): the cases finished so far are saved and rendered, and the exit status is
+    128 + the signal's number."""
     if request.plot:
         from bench.render.plots import require_matplotlib
 
         require_matplotlib()
     run_id = new_run_id()
-    folder = request.out if request.out else default_run_folder(Path("results"), run_id)
-    prepare_run_folder(folder)
-    facts, check = collect_facts(request)
-    if request.check:
-        from bench.render.check import check_table
+    folder = request.out or request.default_folder(run_id)
+    with signals_interrupt():
+        prepare_run_folder(folder, run_id)
+        try:
+            run = _measured_run(request, folder, run_id)
+            if run is None:
+                return EXIT_FAILED
+            with signals_deferred():  # the stop is under way: the tables are written whole
+                return finish_run(request, run, folder)
+        finally:
+            release_run_folder(folder)
 
-        print(check_table(check))
-        if not check.passed:
-            print("bench run: the install check failed; nothing was measured", file=sys.stderr)
-            _remove_if_empty(folder)
-            return EXIT_FAILED
-    elif not check.passed:
-        failed = ", ".join(line.name for line in check.lines if line.verdict == "FAIL")
-        print(f"warning: install check failed ({failed}); run `bench check` for details", file=sys.stderr)
+
+def _measured_run(request: RunRequest, folder: Path, run_id: str) -> Run | None:
+    """The run, measured or stopped part way; None when the install check failed (nothing measured)."""
+    from bench.engine.session import run_sweep
+    from bench.measure.data import load_dataset
+
     try:
+        facts, check = collect_facts(request)
+        if request.check:
+            from bench.render.check import check_table
+
+            print(check_table(check))
+            if not check.passed:
+                print("bench run: the install check failed; nothing was measured", file=sys.stderr)
+                _remove_if_empty(folder)
+                return None
+        elif not check.passed:
+            failed = ", ".join(line.name for line in check.lines if line.verdict == "FAIL")
+            print(f"warning: install check failed ({failed}); run `bench check` for details", file=sys.stderr)
         dataset = load_dataset(request.dataset, request.data_dir, download=request.download)
-    except BenchError:
-        for cache in folder.glob("inductor-cache-*"):  # made by the probes' torch, empty
-            _remove_if_empty(cache)
+    except BaseException:  # bad data, or a signal: nothing was measured, so no folder is left behind
         _remove_if_empty(folder)
         raise
     if dataset.info.note:
@@ -170,26 +173,49 @@ def run_job(request: RunRequest) -> int:
     if request.options.nproc > 1:
         from bench.engine.launch import supervise
 
-        run = supervise([*request.argv, "--no-download"], request.options.nproc, folder)
-    else:
-        from bench.engine.session import run_sweep
-
-        run = new_run(request, facts, check, dataset, run_id)
         try:
-            run_sweep(run, request.options, dataset, folder, say)
-        finally:
-            write_tables(run, folder)
-    return finish_run(request, run, folder)
+            return supervise([*request.argv, "--no-download"], request.options.nproc, folder)
+        except KeyboardInterrupt:  # stopped before rank 0 saved anything
+            _remove_if_empty(folder)
+            raise
+    run = new_run(request, facts, check, dataset, run_id)
+    try:
+        run_sweep(run, request.options, dataset, folder, say)
+    except KeyboardInterrupt as error:  # a signal before or after the sweep's own session
+        run.interrupted_by(interrupt_of(error).name)
+        save_run(run, folder)
+    except BaseException:
+        with signals_deferred():
+            _tables_if_possible(run, folder)
+        raise
+    return run
+
+
+def _tables_if_possible(run: Run, folder: Path) -> None:
+    """The tables of a run that failed: whatever the folder still takes (the failure is what is reported)."""
+    try:
+        write_tables(run, folder)
+    except BenchError:
+        pass
 
 
 def finish_run(request: RunRequest, run: Run, folder: Path) -> int:
+    """Files first, then the console: a terminal that cannot show a character costs no table."""
+    if request.redact:
+        from bench.core.redact import redact_folder, redactor_for
+
+        run = redact_folder(run, folder, redactor_for(run.env))
     write_tables(run, folder)
     if request.plot:
         write_plots(run, folder)
     print(console_summary(run))
     print(f"\nResults: {folder}/ ({', '.join(written_files(run, folder))})")
     if run.state == "interrupted":
-        return EXIT_INTERRUPTED
+        missing = run.planned_cases - len(run.cases)
+        kept = f"{len(run.cases)} of {run.planned_cases} planned cases kept"
+        rest = f"; the {missing} missing ones need a new run into another --out" if missing > 0 else ""
+        say(f"bench run: {how_it_ended(run)}: {kept}{rest}; `bench report {folder}` renders them again")
+        return exit_code_for(run.stopped_by)
     return EXIT_FAILED if any(case.status == Status.ERROR for case in run.cases) else EXIT_OK
 
 
@@ -197,131 +223,73 @@ def rank_job(request: RunRequest) -> int:
     """One rank of several (torchrun set WORLD_SIZE): rank 0 sweeps and writes the folder, the others follow.
 
     A rank exits 0 whatever its cases did, so torchrun only reports real failures; a rank that fails
-    leaves a fault report for the supervisor (bench.engine.launch) before it goes.
+    leaves a fault report for the supervisor (bench.engine.launch) before it goes. A stop signal
+    (torchrun passes on what the supervisor got) stops every rank at once; rank 0 saves first.
     """
-    from bench.engine.distributed import World
+    from bench.engine.distributed import World, link_bus_bandwidth
     from bench.engine.launch import FAULT_DIR_ENV, write_fault
     from bench.engine.session import run_sweep
     from bench.measure.data import load_dataset
 
     options = request.options
-    world = World.join(options.devices[0])
-    try:
-        if options.devices[0] == "cpu" and options.threads[0] is not None:
-            import torch
-
-            torch.set_num_threads(options.threads[0])
-        run_id = new_run_id()
-        folder = request.out if request.out else default_run_folder(Path("results"), run_id)
-        restarted = env_int("TORCHELASTIC_RESTART_COUNT", 0) > 0
-        dataset = load_dataset(request.dataset, request.data_dir, download=request.download and world.leader)
-        resumed = world.leader and (request.resume or restarted) and (folder / RESULTS_FILE).exists()
-        if resumed:
-            run = load_run(folder)
-        elif world.leader:
-            prepare_run_folder(folder)
-            facts, check = collect_facts(request)
-            run = new_run(request, facts, check, dataset, run_id)
-            run.processes = ProcessFacts(world.size, world.nnodes, world.backend, options.threads[0])
-        else:
-            run = Run(run_id, utc_now(), {}, dataset.info, options)
+    supervised = env_path(FAULT_DIR_ENV) is not None  # by bench run --nproc, which holds the folder's claim
+    with signals_interrupt():
+        world = World.join(options.devices[0])
         try:
-            run_sweep(run, options, dataset, folder, say, world=world, resumed=resumed)
+            link = link_bus_bandwidth(world)  # every rank, before the sweep: what the link itself does
+            if options.devices[0] == "cpu" and options.threads[0] is not None:
+                import torch
+
+                torch.set_num_threads(options.threads[0])
+            run_id = new_run_id()
+            folder = request.out or request.default_folder(run_id)
+            restarted = env_int("TORCHELASTIC_RESTART_COUNT", 0) > 0
+            dataset = load_dataset(
+                request.dataset, request.data_dir, download=request.download and world.leader
+            )
+            resumed = world.leader and (request.resume or restarted) and (folder / RESULTS_FILE).exists()
+            if resumed:
+                run = load_run(folder)
+            elif world.leader:
+                prepare_run_folder(folder, run_id, claim=not supervised)
+                facts, check = collect_facts(request)
+                run = new_run(request, facts, check, dataset, run_id)
+                run.processes = ProcessFacts(
+                    world.size, world.nnodes, world.backend, options.threads[0], link
+                )
+            else:
+                run = Run(run_id, utc_now(), {}, dataset.info, options)
+            try:
+                run_sweep(run, options, dataset, folder, say, world=world, resumed=resumed)
+            finally:
+                if world.leader:
+                    with signals_deferred():
+                        _tables_if_possible(run, folder)
+            if world.leader and not supervised:  # torchrun started it, not bench run --nproc
+                finish_run(request, run, folder)
+                release_run_folder(folder)
+            return EXIT_OK
+        except KeyboardInterrupt:
+            raise  # a stop, not a fault: the supervisor finishes the folder
+        except BaseException as error:
+            write_fault(error, world.rank)
+            raise
         finally:
-            if world.leader:
-                write_tables(run, folder)
-        if world.leader and env_path(FAULT_DIR_ENV) is None:  # torchrun started it, not bench run --nproc
-            finish_run(request, run, folder)
-        return EXIT_OK
-    except BaseException as error:
-        write_fault(error, world.rank)
-        raise
-    finally:
-        world.leave()
+            world.leave()
 
 
 def _remove_if_empty(folder: Path) -> None:
+    release_run_folder(folder)
     try:
         folder.rmdir()
     except OSError:
         pass
 
 
-# --- bench report and bench compare ------------------------------------------------------------------
-
-
-def report_job(targets: Sequence[Path], plot: bool, out: Path | None) -> int:
-    runs = [load_run(target) for target in targets]
-    if plot:
-        from bench.render.plots import require_matplotlib
-
-        require_matplotlib()
-    if len(runs) > 1:
-        return fleet_job(runs, plot, out)
-    run, folder = runs[0], resolve_results_path(targets[0]).parent
-    try:
-        write_tables(run, folder)
-        if plot:
-            write_plots(run, folder)
-    except OSError as error:
-        raise UsageError(
-            f"cannot write the tables into {folder}: {error.strerror or error}",
-            hint="copy the run folder somewhere writable and report that copy",
-        ) from None
-    print(console_summary(run))
-    print(f"\nWrote {', '.join(str(folder / name) for name in [SUMMARY_FILE, CSV_FILE, *run.plots])}")
-    return EXIT_OK
-
-
-def fleet_job(runs: list[Run], plot: bool, out: Path | None) -> int:
-    from bench.render.fleet import FLEET_CSV, FLEET_MD, FLEET_PNG, fleet_console, fleet_csv, fleet_markdown
-
-    folder = out or Path("results") / f"fleet-{datetime.now():%Y-%m-%d}-{new_run_id()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = [folder / FLEET_MD, folder / FLEET_CSV]
-        write_atomic(paths[0], fleet_markdown(runs))
-        write_atomic(paths[1], fleet_csv(runs))
-        if plot:
-            from bench.render.plots import draw_fleet
-
-            paths.append(draw_fleet(runs, folder / FLEET_PNG))
-    except OSError as error:
-        raise UsageError(f"cannot write the fleet tables into {folder}: {error.strerror or error}") from None
-    print(fleet_console(runs))
-    print(f"\nWrote {', '.join(str(path) for path in paths)}")
-    return EXIT_OK
-
-
-def compare_job(
-    baseline: Path, candidate: Path, min_effect: float, fail_above: float | None, out: Path | None
-) -> int:
-    from bench.analysis.compare import compare_runs
-    from bench.render.comparison import comparison_markdown
-
-    comparison = compare_runs(load_run(baseline), load_run(candidate), min_effect=min_effect / 100)
-    text = comparison_markdown(comparison)
-    if out:
-        try:
-            out.write_text(text + "\n", encoding="utf-8")
-        except OSError as error:
-            raise UsageError(
-                f"cannot write {out}: {error.strerror or error}", hint="give --out a writable path"
-            ) from None
-    print(text)
-    if fail_above is not None:
-        slower = comparison.slowdowns_above(fail_above)
-        if slower:
-            names = "; ".join(f"{row.key.label()} {row.change_percent:+.1f}%" for row in slower)
-            print(
-                f"bench compare: {len(slower)} case(s) slower than A by more than {fail_above:g}%: {names}",
-                file=sys.stderr,
-            )
-            return EXIT_FAILED
-    return EXIT_OK
-
-
 # --- bench ab --------------------------------------------------------------------------------------
+
+
+EXIT_AB_INTERRUPTED = 130  # 128 + SIGINT: what a stopped block exits with (a signal becomes an interrupt)
 
 
 def default_ab_folder() -> Path:
@@ -336,7 +304,8 @@ def ab_job(request: ABRequest, argv: Sequence[str], aa: bool = False) -> int:
     from bench.render.ab import AB_JSON, AB_MD, ab_markdown, block_line, console_table, verdict_lines
 
     folder = request.folder
-    prepare_run_folder(folder)
+    run_id = new_run_id()
+    prepare_run_folder(folder, run_id)  # claimed: two `bench ab`s cannot share a folder
     say(f"bench ab: {folder}; probing both sides")
     try:
         probes = probe_both(request.sides, request.shared, folder)
@@ -370,7 +339,10 @@ def ab_job(request: ABRequest, argv: Sequence[str], aa: bool = False) -> int:
                 say(line)
         write_atomic(folder / AB_JSON, json.dumps(record(), indent=1) + "\n")
 
-    run_ab(state, on_block)
+    try:
+        run_ab(state, on_block)
+    finally:
+        release_run_folder(folder)
     write_atomic(folder / AB_JSON, json.dumps(record(), indent=1) + "\n")
     write_atomic(folder / AB_MD, ab_markdown(record(), state.verdicts, state.blocks) + "\n")
     for name in SIDES:
@@ -381,4 +353,4 @@ def ab_job(request: ABRequest, argv: Sequence[str], aa: bool = False) -> int:
             write_tables(merged, folder / name.lower())
     print(console_table(state.verdicts))
     print(f"\nStopped: {state.stopped}. Results: {folder}/ ({AB_MD}, {AB_JSON}, blocks/, a/, b/)")
-    return EXIT_INTERRUPTED if state.stopped == INTERRUPTED else EXIT_OK
+    return EXIT_AB_INTERRUPTED if state.stopped == INTERRUPTED else EXIT_OK

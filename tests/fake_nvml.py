@@ -56,6 +56,29 @@ class FakeGpu:
     memory_total: int = 80 * 2**30
     memory_used: int = 2**30
     energy_mj: int = 123_456_789
+    # health (None: this GPU or driver does not answer, as NVML_ERROR_NOT_SUPPORTED)
+    sm_clock_mhz: int | None = None
+    sm_clock_max_mhz: int | None = None
+    temperature_c: int | None = None
+    power_mw: int | None = None
+    power_limit_mw: int | None = None
+    power_default_limit_mw: int | None = None
+    clock_event_mask: int | None = None  # nvmlDeviceGetCurrentClocksEventReasons
+    process_pids: list[int] | None = None  # compute processes on the GPU
+    persistence_mode: int | None = None
+    pcie: tuple[int, int, int, int] | None = None  # generation, its maximum, width, its maximum
+    ecc_uncorrected: int | None = None
+    remapped_rows: tuple[int, int, int, int] | None = None  # correctable, uncorrectable, pending, failure
+
+
+def healthy_h100(uuid: str, **changes: Any) -> FakeGpu:
+    """A GPU that answers every health query, and is healthy unless `changes` say otherwise."""
+    fields: dict[str, Any] = {
+        "sm_clock_mhz": 1980, "sm_clock_max_mhz": 1980, "temperature_c": 55, "power_mw": 400_000,
+        "power_limit_mw": 700_000, "power_default_limit_mw": 700_000, "clock_event_mask": 0, "process_pids": [],
+        "persistence_mode": 1, "pcie": (5, 5, 16, 16), "ecc_uncorrected": 0, "remapped_rows": (0, 0, 0, 0),
+    }  # fmt: skip
+    return FakeGpu(uuid, **{**fields, **changes})
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,8 @@ class FakeNvml:
     NVML_ERROR_GPU_IS_LOST = NVML_ERROR_GPU_IS_LOST
     NVML_DEVICE_MIG_DISABLE = NVML_DEVICE_MIG_DISABLE
     NVML_DEVICE_MIG_ENABLE = NVML_DEVICE_MIG_ENABLE
+    NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+    NVML_MEMORY_ERROR_TYPE_UNCORRECTED, NVML_VOLATILE_ECC = 1, 0
 
     def __init__(
         self,
@@ -137,6 +162,57 @@ class FakeNvml:
         if handle.mig_slot is not None:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         return self._gpu(handle).energy_mj
+
+    def _answer(self, handle: _Handle, name: str) -> Any:
+        value = getattr(self._gpu(handle), name)
+        if value is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return value
+
+    def nvmlDeviceGetClockInfo(self, handle: _Handle, clock: int) -> int:
+        return int(self._answer(handle, "sm_clock_mhz"))
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: _Handle, clock: int) -> int:
+        return int(self._answer(handle, "sm_clock_max_mhz"))
+
+    def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
+        return int(self._answer(handle, "temperature_c"))
+
+    def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
+        return int(self._answer(handle, "power_mw"))
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: _Handle) -> int:
+        return int(self._answer(handle, "power_limit_mw"))
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: _Handle) -> int:
+        return int(self._answer(handle, "power_default_limit_mw"))
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: _Handle) -> int:
+        return int(self._answer(handle, "clock_event_mask"))
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: _Handle) -> list[Any]:
+        return [SimpleNamespace(pid=pid, usedGpuMemory=2**30) for pid in self._answer(handle, "process_pids")]
+
+    def nvmlDeviceGetPersistenceMode(self, handle: _Handle) -> int:
+        return int(self._answer(handle, "persistence_mode"))
+
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: _Handle) -> int:
+        return int(self._answer(handle, "pcie")[0])
+
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, handle: _Handle) -> int:
+        return int(self._answer(handle, "pcie")[1])
+
+    def nvmlDeviceGetCurrPcieLinkWidth(self, handle: _Handle) -> int:
+        return int(self._answer(handle, "pcie")[2])
+
+    def nvmlDeviceGetMaxPcieLinkWidth(self, handle: _Handle) -> int:
+        return int(self._answer(handle, "pcie")[3])
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: _Handle, error_type: int, counter_type: int) -> int:
+        return int(self._answer(handle, "ecc_uncorrected"))
+
+    def nvmlDeviceGetRemappedRows(self, handle: _Handle) -> tuple[int, int, int, int]:
+        return tuple(self._answer(handle, "remapped_rows"))  # type: ignore[return-value]
 
     def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:
         mode = NVML_DEVICE_MIG_DISABLE if self._gpu(handle).mig is None else NVML_DEVICE_MIG_ENABLE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.analysis.metrics import comm_share, per_rank_rates, scaling_efficiency
+from bench.analysis.metrics import case_figures, comm_share, per_rank_rates, scaling_efficiency
 from bench.core.keys import CaseKey
 from bench.core.results import ProcessFacts
 from bench.core.schema import load_run
@@ -55,7 +56,19 @@ def test_data_parallel_cases_carry_every_rank_and_the_totals(two_process_run: Pa
     assert efficiency == pytest.approx(step.samples_per_s / (2 * solo.samples_per_s))
     share = comm_share(step)
     assert share is not None and 0 < share < 5
-    assert run.processes == ProcessFacts(world_size=2, nnodes=1, backend="gloo", threads_per_process=1)
+    link = run.processes.link_bus_bandwidth if run.processes else None
+    assert link is not None and link > 1e6  # a 16 MiB all-reduce over gloo between the two ranks
+    assert run.processes == ProcessFacts(world_size=2, nnodes=1, backend="gloo", threads_per_process=1,
+                                         link_bus_bandwidth=link)  # fmt: skip
+    # the gradient all-reduce as nccl-tests' bus bandwidth: its bytes (the model's 50,890 float32 weights)
+    # over its time, times 2(n-1)/n = 1 for two ranks
+    assert all(record.comm_bytes == 50_890 * 4 for record in step.passes)
+    figures = case_figures(run, step)
+    assert figures.all_reduce_bus_bytes_per_s == pytest.approx(
+        statistics.median(50_890 * 4 / (r.comm_s or 1) for r in step.passes)
+    )
+    assert figures.all_reduce_link_share == pytest.approx(figures.all_reduce_bus_bytes_per_s / link)
+    assert "bus bandwidth" in (two_process_run / "summary.md").read_text()
 
 
 def test_a_data_parallel_epoch_sees_each_sample_once_across_the_ranks(two_process_run: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import struct
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,26 @@ def test_damaged_gzip_is_reported(tmp_path: Path) -> None:
 def test_missing_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="dataset file not found"):
         read_idx(tmp_path / "nope")
+
+
+def test_a_gzip_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    """Was: a 9 MB gzip expanding to 2 GiB, its header claiming 10⁹ images, took 5 GB before it was refused."""
+    import resource
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 10**9, 28, 28)
+    with gzip.open(path, "wb", compresslevel=1) as handle:
+        handle.write(header)
+        for _ in range(64):  # 256 MiB of zeros behind it, a few hundred KB on disk
+            handle.write(bytes(1 << 22))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DatasetError, match="header claims shape"):
+        read_idx(path, IMAGE_DIMS)
+    small = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with gzip.open(small, "wb", compresslevel=1) as handle:
+        handle.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 10))
+        for _ in range(64):
+            handle.write(bytes(1 << 22))
+    with pytest.raises(DatasetError, match="has trailing bytes"):
+        read_idx(small)  # reads its 10 bytes and one more, not the 256 MiB
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB: under 100 MiB

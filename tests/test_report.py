@@ -12,14 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.metrics import (
-    data_share,
-    epoch_vs_steps,
-    median_time_to_target,
-    paired_epoch_ratios,
-    run_time_to_target,
-    time_to_target,
-)
+from bench.analysis.metrics import data_share, epoch_vs_steps, paired_epoch_ratios
+from bench.analysis.training import median_time_to_target, run_time_to_target, time_to_target
 from bench.core.keys import CaseKey
 from bench.core.records import PassRecord
 from bench.core.results import CaseResult

@@ -165,7 +165,8 @@ def test_resident_data_on_a_gpu_is_timed_by_cuda_events(dataset: Dataset) -> Non
 @cuda_test
 def test_the_events_data_clock_makes_its_events_before_the_epoch_and_none_inside(dataset: Dataset) -> None:
     """One pair per batch made up front (not two new events per batch while timed), none for the end."""
-    from bench.measure.workloads import CudaEventDataClock, make_epochs, timed_epoch
+    from bench.measure.data_clocks import CudaEventDataClock
+    from bench.measure.workloads import make_epochs, timed_epoch
 
     source = make_epochs("resident", dataset, "cuda:0", 64)
     clock = source.clock()

@@ -9,17 +9,30 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
+from bench.core.facts import fact
 from bench.core.results import CaseResult, Run
 
 
 def health(run: Run, case: CaseResult, fraction: float | None) -> list[str]:
-    """Why a case's figure is not to be trusted: `contended` (its passes waited for CPUs),
-    `above-peak` (more FLOP/s than the device's measured peak: the peak was measured while busy)."""
+    """Why a case's figure is not to be trusted: `contended` (its passes waited for CPUs), `throttled`
+    or `shared` (its GPU slowed down or served other processes), `above-peak` (more FLOP/s than the device's measured peak: the peak was measured while busy)."""
     marks = ["contended"] if case.contended else []
+    marks += ["oversubscribed"] if oversubscribed(run, case) else []
+    marks += case.device_marks
     marks += inconsistencies(run, case)
     if fraction is not None and fraction > 1:
         marks.append("above-peak")
     return marks
+
+
+def oversubscribed(run: Run, case: CaseResult) -> bool:
+    """More CPU threads (over all its processes) than the CPUs the run could use: they wait for each
+    other at every op, whatever else the machine does."""
+    cpus = fact(run.env, "cpu", "usable_cpus")
+    threads = case.key.threads
+    if case.key.device != "cpu" or threads is None or not isinstance(cpus, (int, float)) or cpus <= 0:
+        return False
+    return threads * max(1, case.key.processes) > cpus
 
 
 # each does the work of the one before and more: per sample, none may be faster than the one before

@@ -13,7 +13,9 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from bench.analysis.collectives import gradient_bus_bandwidth, link_share
 from bench.analysis.health import health, run_queue_wait
+from bench.analysis.training import median_accuracy_per_epoch, median_time_to_target, time_to_target
 from bench.core.catalog import (
     COMPUTE_BOUND_SHARE,
     ENERGY_MIN_WINDOW_S,
@@ -24,7 +26,6 @@ from bench.core.catalog import (
 )
 from bench.core.keys import CaseKey
 from bench.core.plan import peak_key, solo_device
-from bench.core.records import PassRecord
 from bench.core.results import CaseResult, Peaks, Run
 
 DATA_BOUND, OVERHEAD_BOUND, COMPUTE_BOUND = "data-bound", "overhead-bound", "compute-bound"
@@ -41,6 +42,17 @@ def data_share(case: CaseResult) -> float | None:
     records = [r for r in case.passes if r.data_seconds is not None]
     total = sum(sum(r.samples_s) for r in records)
     return sum(sum(r.data_seconds or []) for r in records) / total if total else None
+
+
+def first_batch_figures(case: CaseResult) -> tuple[float | None, float | None]:
+    """(time to the first batch, its cost beyond a batch's usual wait: worker start-up at the epoch
+    boundary), medians over the timed epochs; (None, None) where not recorded."""
+    firsts = [s for r in case.passes for s in (r.first_batch_s or [])]
+    if not case.ok or not firsts:
+        return None, None
+    waits = [d / r.batches for r in case.passes if r.batches for d in (r.data_seconds or [])]
+    first = statistics.median(firsts)
+    return first, max(0.0, first - statistics.median(waits)) if waits else None
 
 
 def data_timers(case: CaseResult) -> list[str]:
@@ -91,38 +103,6 @@ def epoch_vs_steps(run: Run, case: CaseResult) -> float | None:
     if paired:
         return statistics.median(paired)
     return case.median_s / (steps * statistics.fmean(step.samples_s))
-
-
-# --- training to accuracy ----------------------------------------------------------------------------
-
-
-def run_time_to_target(record: PassRecord, target: float) -> tuple[int | None, float | None]:
-    """(epochs, training seconds) until a run's test accuracy first reaches `target`; (None, None) if never."""
-    elapsed = 0.0
-    for epoch, (seconds, accuracy) in enumerate(
-        zip(record.samples_s, record.test_accuracy or [], strict=False), 1
-    ):
-        elapsed += seconds
-        if accuracy >= target:
-            return epoch, elapsed
-    return None, None
-
-
-def time_to_target(case: CaseResult, target: float) -> tuple[int, list[float | None]]:
-    """How many training runs reached `target`, and each run's training seconds to it (None: never)."""
-    times = [run_time_to_target(record, target)[1] for record in case.runs]
-    return sum(t is not None for t in times), times
-
-
-def median_time_to_target(case: CaseResult, target: float) -> float | None:
-    """The median over the runs that reached the target; the others are counted, not hidden."""
-    reached = [t for t in time_to_target(case, target)[1] if t is not None]
-    return statistics.median(reached) if reached else None
-
-
-def median_accuracy_per_epoch(case: CaseResult) -> list[float]:
-    curves = [r.test_accuracy for r in case.runs if r.test_accuracy]
-    return [statistics.median(values) for values in zip(*curves, strict=False)] if curves else []
 
 
 # --- speed, efficiency, energy -----------------------------------------------------------------------
@@ -292,6 +272,8 @@ class Figures:
     nvml_used_bytes: int | None
     data_share: float | None
     data_timer: list[str]
+    first_batch_s: float | None  # epochs: from the start to the first batch
+    epoch_boundary_s: float | None  # epochs: that beyond a batch's usual wait (worker start-up)
     epoch_vs_train_steps: float | None
     speedup_vs_cpu: float | None
     final_test_accuracy: float | None
@@ -321,6 +303,8 @@ class Figures:
     nnodes: int | None
     scaling_efficiency: float | None
     comm_share: float | None
+    all_reduce_bus_bytes_per_s: float | None  # the gradient all-reduce as nccl-tests' bus bandwidth
+    all_reduce_link_share: float | None  # that over a large all-reduce's between the same ranks
     per_process_samples_per_s: list[float]
 
 
@@ -356,6 +340,8 @@ def case_figures(run: Run, case: CaseResult) -> Figures:
         nvml_used_bytes=case.peak("nvml_used_bytes"),
         data_share=data_share(case) if timing is Timing.EPOCHS else None,
         data_timer=data_timers(case) if timing is Timing.EPOCHS and case.ok else [],
+        first_batch_s=first_batch_figures(case)[0],
+        epoch_boundary_s=first_batch_figures(case)[1],
         epoch_vs_train_steps=epoch_vs_steps(run, case) if timing is Timing.EPOCHS else None,
         speedup_vs_cpu=speedup(run, case) if case.key.device != "cpu" else None,
         final_test_accuracy=case.final_accuracy if trained else None,
@@ -389,6 +375,8 @@ def case_figures(run: Run, case: CaseResult) -> Figures:
         nnodes=case.nnodes,
         scaling_efficiency=scaling_efficiency(run, case),
         comm_share=comm_share(case) if case.key.world_size > 1 else None,
+        all_reduce_bus_bytes_per_s=gradient_bus_bandwidth(case),
+        all_reduce_link_share=link_share(run, case),
         per_process_samples_per_s=per_rank_rates(case) if case.key.processes > 1 else [],
     )
 

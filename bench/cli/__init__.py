@@ -4,7 +4,8 @@ Each command is a module of this package with `HELP`, `add_arguments(parser)` an
 the jobs themselves are in `bench.app`. Exit status: 0 success; 1 a check failed, a case errored, or
 `compare --fail-above` found a slowdown; 2 bad input (nothing was measured or changed); 70 an
 unexpected error, a bug (one line on stderr names it and the crash log that holds its traceback);
-130 a run stopped by Ctrl-C (its finished cases are saved and rendered); 141 the reader of the
+128 + the signal's number for a command stopped by SIGINT (130), SIGHUP (129) or SIGTERM (143): a
+run saves and renders its finished cases first (bench.core.stopping); 141 the reader of the
 output went away (`bench check | head -c 10`): the rest of the output is dropped without a word,
 what the command writes to files is written all the same, and 141 is what a shell reports for a
 command that SIGPIPE ended.
@@ -22,10 +23,11 @@ from pathlib import Path
 from bench import __version__
 from bench.core.crash import note_run_folder, noted_run_folder, write_crash_log
 from bench.core.errors import BenchError, one_line
+from bench.core.stopping import interrupt_of, signals_interrupt
 
-COMMANDS = ("check", "run", "report", "compare", "ab")
+COMMANDS = ("check", "run", "report", "compare", "findings", "redact", "ab")
 EXIT_CRASH = 70  # EX_SOFTWARE: an internal error
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM 143, SIGHUP 129
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 DESCRIPTION = "Check a PyTorch install and benchmark the textbook MNIST MLP on every device."
 
@@ -46,6 +48,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 def main(argv: Sequence[str] | None = None) -> int:
     """`bench ...`: the exit status; never a traceback (see the module's docstring for the statuses)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    _replace_unencodable()
+    try:
+        with signals_interrupt():  # SIGTERM and SIGHUP end every command as Ctrl-C does
+            return _guarded(argv)
+    except KeyboardInterrupt as error:  # while parsing, or while the message of an earlier one was printed
+        return _interrupted("bench", error)
+
+
+def _guarded(argv: list[str]) -> int:
     command, args = "?", None
     try:
         parser, commands = build_parser()
@@ -58,9 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BenchError as error:
             print(f"bench {args.command}: error: {error}", file=sys.stderr)
             code = error.exit_code
-        except KeyboardInterrupt:
-            print(f"bench {args.command}: interrupted", file=sys.stderr)
-            code = EXIT_INTERRUPTED
+        except KeyboardInterrupt as error:
+            code = _interrupted(f"bench {args.command}", error)
         sys.stdout.flush()  # a closed pipe shows here, inside the guard, not in the interpreter's exit
         return code
     except SystemExit:
@@ -77,6 +87,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if noted_run_folder() is None and command == "run" and isinstance(out, Path) and out.is_dir():
             note_run_folder(out)
         return _crashed(command, argv, error)
+
+
+def _interrupted(who: str, error: KeyboardInterrupt) -> int:
+    stop = interrupt_of(error)
+    try:
+        print(f"{who}: interrupted by {stop.name}", file=sys.stderr)
+    except OSError:  # no terminal any more (SIGHUP)
+        pass
+    return stop.exit_code
+
+
+def _replace_unencodable() -> None:
+    """A character the terminal cannot show (a non-ASCII folder under LANG=C) is replaced, not fatal."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):  # not a text stream of the usual kind
+            pass
 
 
 def _reader_gone() -> int:

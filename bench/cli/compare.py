@@ -37,10 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from bench import app
+    from bench import reading
 
     if args.fail_above is not None and args.fail_above < 0:
         raise UsageError(f"--fail-above {args.fail_above:g} must be a percentage of at least 0")
     if not 0 <= args.min_effect < 1000:
         raise UsageError(f"--min-effect {args.min_effect:g} must be a percentage from 0 to below 1000")
-    return app.compare_job(args.baseline, args.candidate, args.min_effect, args.fail_above, args.out)
+    return reading.compare_job(args.baseline, args.candidate, args.min_effect, args.fail_above, args.out)

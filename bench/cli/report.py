@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.cli.args import REDACT_HELP, folder_path
+
 HELP = "re-render the tables of a run; with several runs (from several machines), one table for them all"
 
 
@@ -16,15 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", action="store_true", help="also draw PNG plots (needs matplotlib) (default: off)"
     )
+    parser.add_argument("--redact", action="store_true", help=REDACT_HELP)
     parser.add_argument(
         "--out",
-        type=Path,
+        type=folder_path,
         help="with several runs: the folder for fleet.md, fleet.csv (and fleet.png) (default: "
         "results/fleet-<date>-<id>/)",
     )
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from bench import app
+    from bench import reading
 
-    return app.report_job(args.targets, args.plot, args.out)
+    return reading.report_job(args.targets, args.plot, args.out, redact=args.redact)

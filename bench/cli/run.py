@@ -7,14 +7,21 @@ devices come last, since naming a GPU needs torch to know what this machine has.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.cli.args import (
+    REDACT_HELP,
+    check_counts,
     comma_list,
+    cpu_share_warnings,
     finite_float,
+    folder_path,
     parse_batch_sizes,
     parse_choices,
+    parse_loader_workers,
+    parse_switches,
     parse_threads,
     whole_usable_cpus,
 )
@@ -108,6 +115,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: 1; 0 turns it off)",
     )
     parser.add_argument(
+        "--loader-workers",
+        default="0",
+        metavar="LIST",
+        help="the chapter's DataLoader's num_workers, comma-separated, each a case of its own, capped at the "
+        "usable CPUs (default: 0, the chapter's)",
+    )
+    parser.add_argument(
+        "--pin-memory",
+        default="off",
+        metavar="off,on",
+        help="the chapter's DataLoader with pinned memory and non_blocking copies: off, on or both; on a CPU "
+        "device `on` is a skipped cell (default: off)",
+    )
+    parser.add_argument(
+        "--persistent-workers",
+        action="store_true",
+        help="with workers: keep them alive between epochs (default: off)",
+    )
+    parser.add_argument(
+        "--prefetch-factor",
+        type=int,
+        metavar="N",
+        help="with workers: batches each worker loads ahead (default: torch's 2)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after each case's timed passes, profile a few of its steps (torch.profiler, never timed): a "
+        "Chrome/Perfetto trace and the op table as CSV per case in profiles/ (default: off)",
+    )
+    parser.add_argument(
         "--nproc",
         type=int,
         default=1,
@@ -123,7 +161,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each with its own model and data, to show contention for the host, memory and PCIe (default: off)",
     )
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # the ranks, after a failure
-    parser.add_argument("--out", type=Path, help="run folder (default: results/<date>-<host>-<id>/)")
+    parser.add_argument("--redact", action="store_true", help=REDACT_HELP)
+    parser.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help="allow more processes than usable CPUs, or threads far above them (default: refused)",
+    )
+    parser.add_argument("--out", type=folder_path, help="run folder (default: results/<date>-<host>-<id>/)")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -161,12 +205,21 @@ def run_options(args: argparse.Namespace) -> Options:
         max_time=args.max_time,
         passes=args.passes,
     )
-    for name in ("epochs", "epoch_repeats", "train_runs", "passes"):
-        if values[name] < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {values[name]} must be at least 1")
+    check_counts(values)
     if not 0 <= args.retry_contended <= 10:
         raise UsageError(f"--retry-contended {args.retry_contended} must be between 0 and 10")
     values["retry_contended"] = args.retry_contended
+    values["profile"] = args.profile
+    values["loader_workers"] = parse_loader_workers(args.loader_workers)
+    values["pin_memory"] = parse_switches(args.pin_memory, "--pin-memory")
+    if args.prefetch_factor is not None and args.prefetch_factor < 1:
+        raise UsageError(f"--prefetch-factor {args.prefetch_factor} must be at least 1")
+    if (args.prefetch_factor is not None or args.persistent_workers) and max(values["loader_workers"]) == 0:
+        raise UsageError(
+            "--prefetch-factor and --persistent-workers apply to DataLoader workers",
+            hint="add --loader-workers 2",
+        )
+    values["persistent_workers"], values["prefetch_factor"] = args.persistent_workers, args.prefetch_factor
     if not 0 < values["max_time"] <= 600:
         raise UsageError(f"--max-time {values['max_time']:g} must be between 0 and 600 seconds")
     if not 0 < args.target_accuracy <= 1:
@@ -181,6 +234,10 @@ def run_options(args: argparse.Namespace) -> Options:
     nproc = ranks_in_group() or args.nproc
     if nproc < 1:
         raise UsageError(f"--nproc {nproc} must be at least 1")
+    on_cpu = args.devices is None or "cpu" in args.devices.lower()
+    local = env_int("LOCAL_WORLD_SIZE", nproc) if ranks_in_group() else nproc
+    for line in cpu_share_warnings(threads, local, on_cpu, whole_usable_cpus(), args.oversubscribe):
+        print(f"warning: {line}", file=sys.stderr)
     if args.side_by_side and nproc < 2:
         raise UsageError("--side-by-side needs --nproc 2 or more (how many copies run side by side)")
     if nproc > 1:
@@ -258,5 +315,6 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         check=args.check,
         require=tuple(args.require),
         resume=args.resume,
+        redact=args.redact,
     )
     return app.rank_job(request) if ranks_in_group() else app.run_job(request)

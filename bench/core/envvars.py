@@ -56,6 +56,11 @@ VARIABLES: dict[str, Variable] = {
             "BENCH_COMMAND_LINE", "text", "the command line the ranks record (set by bench run --nproc)",
             "'bench run --nproc 2'", multiline=True,
         ),
+        Variable(
+            "BENCH_RESULTS_MAX_MB", "int", "the largest results file report and compare read, in MiB", "64",
+            minimum=1, maximum=1 << 20,
+        ),
+        Variable("BENCH_REDACT_SALT", "text", "the secret salt of --redact's hashes (default: a file)", "a-secret"),
         Variable("BENCH_IMAGE", "text", "the container image's name (set by the Dockerfile)", "torch-bench:cpu"),
         Variable(
             "BENCH_IMAGE_FLAVOUR", "text", "the image's torch build (set by the Dockerfile)", "cpu", strip=True

@@ -35,6 +35,12 @@ class RunFailure(BenchError):
     exit_code = 1
 
 
+class WriteFailure(BenchError):
+    """A file of the run folder could not be written (full, read-only, gone): the run stops, exit 1."""
+
+    exit_code = 1
+
+
 class ResultsFileError(BenchError):
     """A file given to `report` or `compare` that is not a readable results file."""
 

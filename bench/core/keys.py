@@ -33,6 +33,11 @@ class CaseKey:
     threads: int | None = None  # None: torch's default
     world_size: int = 1  # processes training one model together (DistributedDataParallel)
     side_by_side: int = 1  # independent single-process copies running at the same moment
+    # the chapter's DataLoader's settings (its own: no workers, pageable memory); torchvision loader only
+    workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None  # None: torch's default (2 with workers)
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"allow_inf_nan": False, "extra": "forbid"}
 
@@ -41,6 +46,8 @@ class CaseKey:
             raise ValueError("batch_size, world_size and side_by_side are at least 1")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads is at least 1 (or null: torch's default)")
+        if self.workers < 0 or (self.prefetch_factor is not None and self.prefetch_factor < 1):
+            raise ValueError("workers is at least 0 and prefetch_factor at least 1")
 
     def label(self) -> str:
         return label(self)
@@ -62,6 +69,7 @@ class Dimension:
     ident: Callable[[Any], str]  # its part of a pytest id
     sort_rank: int  # where it sorts among the dimensions (lower first)
     cell: Callable[[Any], str] = str  # its table cell, where a run varies it
+    loader: str | None = None  # a setting of this loader only: other loaders' cells show `–`
 
 
 def _threads_cell(value: Any) -> str:
@@ -76,6 +84,14 @@ DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("world_size", "processes", 1, lambda v: f" · {v} processes", lambda v: f"ws{v}", sort_rank=1),
     Dimension("side_by_side", "side by side", 1, lambda v: f" · {v} copies side by side", lambda v: f"sbs{v}",
               sort_rank=2),
+    Dimension("workers", "workers", 0, lambda v: f" · {v} workers", lambda v: f"w{v}", sort_rank=4,
+              loader="torchvision"),
+    Dimension("pin_memory", "pin memory", False, lambda v: " · pinned", lambda v: "pin", sort_rank=5,
+              cell=lambda v: "on" if v else "off", loader="torchvision"),
+    Dimension("persistent_workers", "persistent workers", False, lambda v: " · persistent", lambda v: "persist",
+              sort_rank=6, cell=lambda v: "on" if v else "off", loader="torchvision"),
+    Dimension("prefetch_factor", "prefetch", None, lambda v: f" · prefetch {v}", lambda v: f"pf{v}", sort_rank=7,
+              cell=lambda v: "default" if v is None else str(v), loader="torchvision"),
 )
 # fmt: on
 assert {d.field for d in DIMENSIONS} | {"workload", "device", "batch_size", "loader"} == {
@@ -124,7 +140,7 @@ def varied(keys: Iterable[CaseKey]) -> list[Dimension]:
 
 def dimension_cells(key: CaseKey, shown: Sequence[Dimension]) -> list[str]:
     """The cells of the varied dimensions' columns for one case."""
-    return [d.cell(getattr(key, d.field)) for d in shown]
+    return [d.cell(getattr(key, d.field)) if d.loader in (None, key.loader) else "–" for d in shown]
 
 
 def dimension_headers(shown: Sequence[Dimension]) -> list[str]:

@@ -97,6 +97,12 @@ class Options:
     nproc: int = 1  # processes per data-parallel case (torchrun); 1: none
     side_by_side: bool = False  # with nproc: also nproc independent copies at once
     retry_contended: int = 0  # passes added at the end for a case with contended passes (bench run: 1)
+    profile: bool = False  # a few steps of each case under torch.profiler after its timed passes
+    # the chapter's DataLoader's settings to measure (each combination a case): 0 workers, pageable memory
+    loader_workers: tuple[int, ...] = (0,)
+    pin_memory: tuple[bool, ...] = (False,)
+    persistent_workers: bool = False  # with workers: keep them between epochs
+    prefetch_factor: int | None = None  # with workers: batches each prefetches (None: torch's 2)
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"allow_inf_nan": False, "extra": "forbid"}
 
@@ -108,6 +114,10 @@ class Options:
             raise ValueError("retry_contended is between 0 and 10")
         if not 0 < self.max_time <= 3600 or not 0 < self.target_accuracy <= 1:
             raise ValueError("max_time is in (0, 3600] s and target_accuracy in (0, 1]")
+        if not self.loader_workers or min(self.loader_workers) < 0 or not self.pin_memory:
+            raise ValueError("loader_workers are at least 0, and loader_workers and pin_memory are not empty")
+        if self.prefetch_factor is not None and self.prefetch_factor < 1:
+            raise ValueError("prefetch_factor is at least 1")
 
 
 def options_from(profile: Profile, **given: Any) -> dict[str, Any]:
@@ -130,6 +140,23 @@ def chapter_loader_planned(options: Options, loader: str | None, batch_size: int
     """False for the chapter's DataLoader at a batch size the profile leaves out (--quick: batch 64 only)."""
     limited = options.torchvision_batch_sizes
     return loader != "torchvision" or limited is None or batch_size in limited
+
+
+def loader_settings(options: Options, loader: str | None) -> list[dict[str, Any]]:
+    """The chapter's DataLoader's settings a case of `loader` is planned with: every combination of
+    workers and pinned memory asked for (persistence and prefetching only where there are workers, as
+    torch requires); other loaders have none."""
+    if loader != "torchvision":
+        return [{}]
+    settings = []
+    for workers in options.loader_workers:
+        for pin in options.pin_memory:
+            with_workers = {
+                "persistent_workers": options.persistent_workers,
+                "prefetch_factor": options.prefetch_factor,
+            }
+            settings.append({"workers": workers, "pin_memory": pin, **(with_workers if workers else {})})
+    return settings
 
 
 def solo_device(device: str) -> str:
@@ -180,7 +207,10 @@ def plan(options: Options) -> list[CaseKey]:
                         for batch_size in options.batch_sizes:
                             if not chapter_loader_planned(options, loader, batch_size):
                                 continue
-                            cases.append(CaseKey(name, device, batch_size, loader, mode, threads))
+                            for setting in loader_settings(options, loader):
+                                cases.append(
+                                    CaseKey(name, device, batch_size, loader, mode, threads, **setting)
+                                )
     return cases
 
 

@@ -161,6 +161,46 @@ class ContentionRecord:
         return self.involuntary_switches / (self.wall_s * self.threads)
 
 
+# A GPU pass is `throttled` when NVML gave a reason of this kind for lowering its clocks, or its SM
+# clock ran below this share of its maximum while it was busy; `shared` when other processes computed
+# on it. Idle, sync boost and application clock settings are not throttling.
+THROTTLING_REASONS = frozenset(
+    {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
+)
+THROTTLED_CLOCK_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class DeviceHealthRecord:
+    """A GPU's state read by NVML right before and right after a pass was timed (never inside it):
+    the clock-event reasons seen, the lowest SM clock against its maximum, the hottest temperature,
+    the highest power against the enforced limit, and the most other processes computing on it."""
+
+    readings: int
+    throttle_reasons: list[str]
+    sm_clock_share: float | None = None  # lowest SM clock over its maximum, when not idle
+    temperature_c: float | None = None
+    power_share: float | None = None  # highest power over the enforced limit
+    other_processes: int | None = None
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
+
+    def __post_init__(self) -> None:
+        require(self.readings >= 1, "device health needs a reading")
+        shares = [self.sm_clock_share, self.power_share]
+        require(all(v is None or 0 <= v < 100 for v in shares), "clock and power shares are not negative")
+        require(self.other_processes is None or self.other_processes >= 0, "other processes are not negative")
+
+    @property
+    def throttled(self) -> bool:
+        slow = self.sm_clock_share is not None and self.sm_clock_share < THROTTLED_CLOCK_SHARE
+        return bool(THROTTLING_REASONS.intersection(self.throttle_reasons)) or slow
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.other_processes)
+
+
 @dataclass(frozen=True)
 class PassRecord:
     """What one pass of a case measured. `samples_s` are raw seconds: per call (rounds) or per epoch.
@@ -178,6 +218,7 @@ class PassRecord:
     data_seconds: list[float] | None = None
     data_timer: str | None = None  # "host clock" or "cuda events"
     batches: int | None = None  # per epoch
+    first_batch_s: list[float] | None = None  # per epoch: from its start to its first batch
     seed: int | None = None
     test_accuracy: list[float] | None = None
     mean_loss: list[float | None] | None = None
@@ -186,10 +227,12 @@ class PassRecord:
     recompiles: int | None = None  # graphs torch.compile built while the clock ran (should be 0)
     per_rank_s: list[list[float]] | None = None  # processes at once: each rank's seconds, unit by unit
     comm_s: float | None = None  # data-parallel: the gradient all-reduce alone, seconds per step
+    comm_bytes: int | None = None  # data-parallel: the bytes that all-reduce moves (the gradients' size)
     memory: MemoryRecord | None = None
     energy: EnergyRecord | None = None
     wall_s: float | None = None
     contention: ContentionRecord | None = None  # while the pass was timed (None: not measured)
+    device_health: DeviceHealthRecord | None = None  # a GPU's state around the pass (None: not a GPU)
 
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
 
@@ -205,9 +248,12 @@ class PassRecord:
         require(all(0 < v < MAX_SAMPLE_S for v in self.samples_s), "samples must be durations in (0, 1e7) s")
         _check_seconds(self.data_seconds, "data_seconds")
         _check_seconds(self.eval_seconds, "eval_seconds")
+        _check_seconds(self.first_batch_s, "first_batch_s")
         require(self.calls_per_round is None or self.calls_per_round >= 1, "calls_per_round is at least 1")
         require(self.batches is None or self.batches >= 1, "batches is at least 1")
-        for name in ("data_seconds", "test_accuracy", "mean_loss", "eval_seconds"):
+        require(self.comm_s is None or 0 < self.comm_s < MAX_SAMPLE_S, "comm_s is a duration")
+        require(self.comm_bytes is None or self.comm_bytes >= 1, "comm_bytes is at least 1")
+        for name in ("data_seconds", "test_accuracy", "mean_loss", "eval_seconds", "first_batch_s"):
             values = getattr(self, name)
             require(values is None or len(values) == len(self.samples_s), f"{name} has one value per epoch")
         require(

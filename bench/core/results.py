@@ -39,6 +39,7 @@ class CaseResult:
     ops_per_step: int | None = None  # ATen ops one step (or call) dispatches, counted once, untimed
     kernels_per_step: int | None = None  # on a GPU: kernels one step (or call) launches, by the profiler
     validations: list[Validation] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)  # --profile: its trace and op table, in the run folder
     backend: str | None = None  # processes at once: the torch.distributed backend (gloo, nccl)
     nnodes: int | None = None  # processes at once: the machines they ran on
 
@@ -55,6 +56,9 @@ class CaseResult:
             )
         else:
             require(bool(self.error), f"a case with status {self.status!r} says why in 'error'")
+        require(self.flops_per_sample is None or self.flops_per_sample > 0, "flops_per_sample is positive")
+        require(self.ops_per_step is None or self.ops_per_step >= 0, "ops_per_step is not negative")
+        require(self.nnodes is None or self.nnodes >= 1, "nnodes is at least 1")
 
     # --- status ---
 
@@ -89,6 +93,13 @@ class CaseResult:
     def contended(self) -> bool:
         """The figure rests on contended passes: no pass of the case had the CPUs to itself."""
         return bool(self.passes) and not self.clean_passes
+
+    @property
+    def device_marks(self) -> list[str]:
+        """`throttled` / `shared`: the GPU slowed its clocks, or other processes used it, during a pass
+        the case's figure rests on (NVML, read around each pass)."""
+        health = [r.device_health for r in (self.clean_passes or self.passes) if r.device_health is not None]
+        return [name for name in ("throttled", "shared") if any(getattr(h, name) for h in health)]
 
     @cached_property
     def samples_s(self) -> list[float]:
@@ -300,6 +311,9 @@ class ProcessFacts:
     nnodes: int
     backend: str
     threads_per_process: int | None = None
+    link_bus_bandwidth: float | None = (
+        None  # bytes/s: a large all-reduce between the ranks (nccl-tests' busbw)
+    )
 
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
 
@@ -316,7 +330,7 @@ class CheckLine:
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
 
 
-RunState = Literal["running", "complete", "interrupted"]
+RunState = Literal["running", "complete", "interrupted", "failed"]
 
 
 @dataclass
@@ -329,7 +343,8 @@ class Run:
     dataset: DatasetInfo
     options: Options
     cases: list[CaseResult] = field(default_factory=list)
-    state: RunState = "running"
+    state: RunState = "running"  # "running" in a file read later: the process died without a word
+    stopped_by: str | None = None  # the signal that interrupted it ("SIGINT", "SIGTERM", "SIGHUP")
     planned_cases: int = 0
     finished: str | None = None
     plots: list[str] = field(default_factory=list)
@@ -351,8 +366,13 @@ class Run:
         self._index = {case.key: position for position, case in enumerate(self.cases)}
 
     @property
-    def partial(self) -> bool:
-        return self.state != "complete" or len(self.cases) < self.planned_cases
+    def partial(self) -> bool:  # planned cases are missing (a run stopped after its last case is not)
+        return len(self.cases) < self.planned_cases
+
+    def interrupted_by(self, signal_name: str, keep_suspect: bool = False) -> None:
+        """Stopped on a signal; a rank keeps its suspect (torchrun's SIGTERM may follow a rank's failure)."""
+        self.state, self.stopped_by = "interrupted", signal_name
+        self.in_progress = self.in_progress if keep_suspect else None
 
     def case(self, key: CaseKey) -> CaseResult | None:
         position = self._index.get(key)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 import sys
 import types
 import typing
@@ -22,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from bench.core.envvars import env_int
 from bench.core.errors import ResultsFileError
 from bench.core.results import SCHEMA_VERSION, Run
 from bench.core.store import RESULTS_FILE
@@ -31,6 +33,7 @@ SCHEMA_FILE = Path(__file__).with_name("results.schema.json")
 SHOWN_PROBLEMS = 3
 HINT = "give a run folder made by `bench run`, or the results.json inside it"
 READABLE_VERSIONS = (1, 2, SCHEMA_VERSION)
+MAX_MB_ENV, DEFAULT_MAX_MB = "BENCH_RESULTS_MAX_MB", 64
 
 
 def resolve_results_path(target: str | os.PathLike[str]) -> Path:
@@ -47,7 +50,11 @@ def load_run(target: str | os.PathLike[str]) -> Run:
     if not path.exists():
         raise _missing(Path(target), path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_bounded(path).decode("utf-8"))
+    except RecursionError:
+        raise ResultsFileError(
+            f"{path} is not a results file: its JSON is nested too deep", hint=HINT
+        ) from None
     except UnicodeDecodeError:
         raise ResultsFileError(f"{path} is not a results file: it is not text", hint=HINT) from None
     except json.JSONDecodeError as error:
@@ -59,6 +66,29 @@ def load_run(target: str | os.PathLike[str]) -> Run:
     except OSError as error:
         raise ResultsFileError(f"cannot read {path}: {error.strerror or error}") from None
     return validate(data, origin=str(path))
+
+
+def max_results_bytes() -> int:
+    return env_int(MAX_MB_ENV, DEFAULT_MAX_MB) * 2**20
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes: a regular file only (not a FIFO that never ends, nor /dev/zero behind a link),
+    and no more than the cap (a run of thousands of cases is a few MiB)."""
+    irregular = ResultsFileError(f"{path} is not a results file: it is not a regular file", hint=HINT)
+    if not stat.S_ISREG(os.stat(path).st_mode):  # before open(), which would wait on a FIFO for ever
+        raise irregular
+    with open(path, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # swapped since: checked as opened too
+            raise irregular
+        cap = max_results_bytes()
+        data = file.read(cap + 1)
+    if len(data) > cap:
+        raise ResultsFileError(
+            f"{path} is larger than {cap // 2**20} MiB, the cap on a results file",
+            hint=f"{MAX_MB_ENV}=<MiB> raises it, if the file is really a run",
+        )
+    return data
 
 
 def validate(data: Any, origin: str = "the results") -> Run:

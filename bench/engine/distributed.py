@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from bench.analysis.collectives import bus_bandwidth
 from bench.core.catalog import Timing, workload
 from bench.core.envvars import env_float, env_int
 from bench.core.keys import CaseKey
@@ -36,13 +37,14 @@ from bench.core.plan import Item, Options
 from bench.core.records import PassRecord
 from bench.env.contention import Watch
 from bench.measure.data import Dataset
+from bench.measure.data_clocks import CudaEventDataClock, HostDataClock
 from bench.measure.devices import device_clock, synchronize
 from bench.measure.energy import EnergyMeter
 from bench.measure.loaders import ResidentBatches, fixed_batch
 from bench.measure.memory import MemoryMonitor
 from bench.measure.model import Training, build_training
 from bench.measure.records import Measured, Placement, measure_epochs, measure_runs
-from bench.measure.workloads import STEPS, WARMUP_CALLS, CudaEventDataClock, EpochSource, HostDataClock
+from bench.measure.workloads import STEPS, WARMUP_CALLS, EpochSource
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=env_float("BENCH_COLLECTIVE_TIMEOUT_S", 30))
 SOLO_TIMEOUT = datetime.timedelta(hours=2)  # the other ranks waiting while rank 0 measures a one-process case
@@ -131,9 +133,8 @@ def training_for(world: World, key: CaseKey, seed: int = 0) -> Training:
     return ddp_training(world, seed) if key.world_size > 1 else build_training(world.device, seed)
 
 
-def comm_seconds(world: World, training: Training, calls: int = 50) -> float:
-    """The gradient all-reduce alone, per step: a flat tensor of the gradients' size, timed between barriers."""
-    flat = torch.cat([p.detach().reshape(-1) for p in training.net.parameters()])
+def allreduce_seconds(world: World, flat: torch.Tensor, calls: int) -> float:
+    """Seconds per all-reduce of `flat` on every rank, warmed up, timed between barriers (the slowest rank)."""
     clock = device_clock(world.device)
     for _ in range(5):
         dist.all_reduce(flat)
@@ -142,6 +143,25 @@ def comm_seconds(world: World, training: Training, calls: int = 50) -> float:
     for _ in range(calls):
         dist.all_reduce(flat)
     return world.largest((clock() - start) / calls)
+
+
+def comm_seconds(world: World, training: Training, calls: int = 50) -> tuple[float, int]:
+    """The gradient all-reduce alone, per step: a flat tensor of the gradients' size. (seconds, bytes)"""
+    flat = torch.cat([p.detach().reshape(-1) for p in training.net.parameters()])
+    return allreduce_seconds(world, flat, calls), flat.numel() * flat.element_size()
+
+
+LINK_PROBE_BYTES = {"cpu": 16 * 2**20, "cuda": 256 * 2**20}
+
+
+def link_bus_bandwidth(world: World, calls: int = 10) -> float | None:
+    """Bytes/s of bus bandwidth (nccl-tests' busbw) of a large all-reduce between the ranks: what the link
+    and the backend can do, against which each case's gradient all-reduce is set. Every rank calls it."""
+    if world.size < 2:
+        return None
+    size = LINK_PROBE_BYTES["cuda" if world.device.type == "cuda" else "cpu"]
+    flat = torch.ones(size // 4, dtype=torch.float32, device=world.device)
+    return bus_bandwidth(size, allreduce_seconds(world, flat, calls), world.size)
 
 
 def lockstep_rounds(
@@ -229,14 +249,22 @@ class ParallelMeasure:
             comm = comm_seconds(self.world, training_for(self.world, item.key))
         return self._together(measured, comm)
 
-    def _together(self, measured: Measured, comm: float | None) -> tuple[Measured, dict[str, Any]] | None:
+    def _together(
+        self, measured: Measured, comm: tuple[float, int] | None
+    ) -> tuple[Measured, dict[str, Any]] | None:
         """Every rank's seconds gathered into rank 0's records: the slowest rank's set each unit's time."""
         per_rank = [self.world.gather(record.samples_s) for record in measured.records]
         samples = sum(self.world.gather(measured.samples_per_unit))
         if not self.world.leader:
             return None
         records = [
-            replace(record, samples_s=slowest(ranks), per_rank_s=ranks, comm_s=comm)
+            replace(
+                record,
+                samples_s=slowest(ranks),
+                per_rank_s=ranks,
+                comm_s=comm[0] if comm else None,
+                comm_bytes=comm[1] if comm else None,
+            )
             for record, ranks in zip(measured.records, per_rank, strict=True)
         ]
         facts = {"backend": self.world.backend, "nnodes": self.world.nnodes}

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from bench.core.catalog import Status
 from bench.core.envvars import env_path, env_threads
 from bench.core.errors import RunFailure, one_line
 from bench.core.results import CaseResult, Run
+from bench.core.stopping import interrupt_of, signals_deferred
 from bench.core.store import RESULTS_FILE, save_run
 
 FAULT_DIR_ENV = "BENCH_FAULT_DIR"
@@ -127,24 +129,85 @@ def record_fault(folder: Path, cause: str, oom: bool) -> bool:
     return True
 
 
+STOP_GRACE_S = 60  # torchrun gives the ranks 30 s after it passes the signal on, then kills them
+
+
 def stream(command: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Runs torchrun with its output passed through; returns its status and the tail of its stderr."""
+    """Runs torchrun with its output passed through; returns its status and the tail of its stderr.
+
+    torchrun starts in a session of its own, so a terminal's Ctrl-C reaches this process alone; a stop
+    signal here (Interrupted) is passed on to torchrun as SIGTERM, which passes it to every rank, and
+    is raised again only once torchrun has exited: the ranks have stopped and rank 0 has saved."""
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, bufsize=1) as process:
-        assert process.stderr is not None
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        errors="replace",
+        start_new_session=True,
+    )
+    assert process.stderr is not None
+    try:
+        for line in process.stderr:
+            _pass_on(line)
+            tail.append(line)
+        return process.wait(), "".join(tail)
+    except KeyboardInterrupt:
+        with signals_deferred():  # a second signal does not cut the ranks' saving short
+            _stop(process, tail)
+        raise
+    finally:
+        process.stderr.close()
+
+
+def _pass_on(line: str) -> None:
+    try:
+        sys.stderr.write(line)
+    except OSError:  # a terminal gone (SIGHUP): the ranks go on writing the folder all the same
+        pass
+
+
+def _stop(process: subprocess.Popen[str], tail: deque[str]) -> None:
+    """SIGTERM to torchrun, then its output drained (kept in the tail only: torchrun reports the signal
+    with a traceback of its own) until it exits; killed with its process group after STOP_GRACE_S."""
+    assert process.stderr is not None
+    try:
+        process.send_signal(signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    drain = threading.Thread(target=lambda: tail.extend(process.stderr), daemon=True)  # type: ignore[arg-type]
+    drain.start()
+    try:
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
         try:
-            for line in process.stderr:
-                sys.stderr.write(line)
-                tail.append(line)
-            return process.wait(), "".join(tail)
-        except KeyboardInterrupt:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=60)
-            raise
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+    drain.join(timeout=5)
 
 
 def supervise(argv: list[str], nproc: int, folder: Path, progress: Any = None) -> Run:
-    """Starts the ranks until every planned case is measured or recorded as failed; returns the run."""
+    """Starts the ranks until every planned case is measured or recorded as failed; returns the run.
+    On a stop signal, once every rank has stopped: the run as rank 0 saved it, marked interrupted by
+    that signal (Interrupted is raised again only when rank 0 saved nothing)."""
+    try:
+        return _supervise(argv, nproc, folder, progress)
+    except KeyboardInterrupt as error:
+        from bench.core.schema import load_run
+
+        if not (folder / RESULTS_FILE).exists():
+            raise
+        run = load_run(folder)
+        run.interrupted_by(interrupt_of(error).name)
+        save_run(run, folder)
+        return run
+
+
+def _supervise(argv: list[str], nproc: int, folder: Path, progress: Any = None) -> Run:
     from bench.core.schema import load_run
 
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))

@@ -5,15 +5,14 @@ pytest-benchmark itself: its calibration, statistics and JSON, with a timer that
 device (`devices.device_clock`). Each item's `benchmark` marker carries the case's timer and the
 shortest round that keeps that timer's own cost below 1% of a round. The measuring itself is
 `Sweep.measure`; this file only wires it in. The first Ctrl-C stops after the current case; a second
-one aborts it.
+one, or a SIGTERM or SIGHUP, aborts it (bench.core.stopping). A write the run folder refuses stops
+the session at once (WriteFailure).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,8 +21,10 @@ from typing import Any
 import pytest
 
 from bench.core.catalog import workload
+from bench.core.errors import WriteFailure
 from bench.core.keys import item_id
-from bench.core.store import PYTEST_BENCHMARK_FILE
+from bench.core.stopping import signals_interrupt, stop_after_current_case
+from bench.core.store import PYTEST_BENCHMARK_FILE, write_atomic
 from bench.measure.devices import device_clock
 
 
@@ -87,40 +88,44 @@ class SweepPlugin(MachineInfo):
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Sweep.measure catches everything a case raises; a failing item means the harness broke.
-        if report.failed and self.internal_error is None:
+        if report.failed and self.internal_error is None and self._sweep.fatal is None:
             self.internal_error = f"{report.nodeid}: {report.longreprtext.strip().splitlines()[-1:]}"
 
 
 def test_case(item: Any, sweep: Any, request: pytest.FixtureRequest) -> None:
     timed_in_rounds = workload(item.key.workload).in_rounds
     benchmark = request.getfixturevalue("benchmark") if timed_in_rounds else None
-    sweep.measure(item, benchmark)
+    try:
+        sweep.measure(item, benchmark)
+    except WriteFailure as error:  # the folder took no more: the run stops here, the last save stands
+        sweep.fatal = error
+        request.session.shouldstop = str(error)
+        raise
 
 
 @contextmanager
-def stop_after_current_case(sweep: Any) -> Iterator[None]:
-    """First Ctrl-C: finish the case in progress, then stop. Second Ctrl-C: stop now."""
-    if threading.current_thread() is not threading.main_thread():  # signals can only be set there
-        yield
+def stop_policy(sweep: Any) -> Iterator[None]:
+    """Alone, the first Ctrl-C finishes the case in progress (bench.core.stopping); with ranks, every
+    signal stops at once, as the others ranks do (torchrun gives them 30 s before it kills them)."""
+    if sweep.world is not None:
+        with signals_interrupt():
+            yield
         return
 
-    def handler(signum: int, frame: Any) -> None:
-        if sweep.stop_requested:
-            raise KeyboardInterrupt
+    def stop() -> None:
         sweep.stop_requested = True
-        sweep.progress.say("Ctrl-C: stopping after the current case (press Ctrl-C again to abort it now)")
 
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
+    with stop_after_current_case(sweep.progress.say, stop):
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def execute(sweep: Any) -> str:
     """Runs every planned item through pytest; returns the run's final state."""
     plugin = SweepPlugin(sweep)
     with tempfile.TemporaryDirectory(prefix="bench-pytest-") as config_dir:
+        # the plugin writes its JSON and storage here; the harness copies the JSON into the run folder
+        # with its own writer (atomic, never through a link planted there), and leaves no .benchmarks/
+        plugin_json = Path(config_dir) / PYTEST_BENCHMARK_FILE
         ini = Path(config_dir) / "pytest.ini"
         ini.write_text("[pytest]\n")  # the sweep must not pick up the caller's pytest configuration
         args = [
@@ -135,19 +140,24 @@ def execute(sweep: Any) -> str:
             "--benchmark-disable-gc",
             "--benchmark-max-time", str(sweep.options.max_time / sweep.options.passes),
             "--benchmark-min-rounds", str(sweep.options.min_rounds),
-            "--benchmark-json", str(sweep.folder / PYTEST_BENCHMARK_FILE),
+            "--benchmark-json", str(plugin_json),
+            "--benchmark-storage", f"file://{config_dir}/storage",
             "--benchmark-quiet",
         ]  # fmt: skip
         previous_autoload = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
         os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plugins named above
         try:
-            with stop_after_current_case(sweep):
+            with stop_policy(sweep):
                 exit_code = pytest.main(args, plugins=[plugin])
         finally:
             if previous_autoload is None:
                 os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
             else:
                 os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = previous_autoload
+        if sweep.fatal is not None:
+            raise sweep.fatal
+        if plugin_json.is_file():
+            write_atomic(sweep.folder / PYTEST_BENCHMARK_FILE, plugin_json.read_text(encoding="utf-8"))
     if plugin.internal_error:
         raise RuntimeError(f"the benchmark session failed: {plugin.internal_error}")
     if exit_code in (

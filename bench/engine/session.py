@@ -8,15 +8,18 @@ alone writes the folder, the others follow it item by item. Writing the tables i
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.core.catalog import GC_POLICY
+from bench.core.errors import WriteFailure
 from bench.core.keys import CaseKey
 from bench.core.plan import Options, peak_key, plan
 from bench.core.results import Disturbance, Peaks, Run, TimingPolicy
+from bench.core.stopping import interrupt_of, requested, signal_name
 from bench.core.store import save_run, utc_now
 from bench.engine.progress import Say
 from bench.engine.sweep import Sweep
@@ -83,19 +86,31 @@ def follow(sweep: Sweep) -> None:
 
 
 @contextmanager
-def disturbance_recorded(run: Run, folder: Path) -> Iterator[None]:
-    """Whatever happens inside, the run ends with its disturbance and end time saved."""
+def disturbance_recorded(run: Run, folder: Path, ranks: bool = False) -> Iterator[None]:
+    """Whatever happens inside, the run ends with how it ended, its disturbance and end time saved
+    (unless the folder refuses the write that would say so: the last good save stands)."""
     before = cpu_time_split()
+    refused = False
     try:
         yield
+    except KeyboardInterrupt as error:
+        run.interrupted_by(interrupt_of(error).name, keep_suspect=ranks)
+        raise
+    except WriteFailure:
+        run.state, refused = "failed", True
+        raise
     except BaseException:
-        run.state = "interrupted"
+        run.state = "failed"
         raise
     finally:
         during = disturbance_between(before, cpu_time_split())
         run.during_run = Disturbance(during.get("steal_percent"), during.get("loadavg_end"))
         run.finished = utc_now()
-        save_run(run, folder)
+        try:
+            save_run(run, folder)
+        except WriteFailure:
+            if not refused:
+                raise
 
 
 def run_sweep(
@@ -130,8 +145,11 @@ def run_sweep(
         return run
     run.state = "running"
     save_run(run, folder)
-    with disturbance_recorded(run, folder):
+    with disturbance_recorded(run, folder, ranks=world is not None):
         run.state = execute(sweep)  # type: ignore[assignment]
         validate_training(run)
+        if run.state == "interrupted":  # on a signal: no second measurement of the limits, stop now
+            run.interrupted_by(signal_name(requested() or signal.SIGINT), keep_suspect=world is not None)
+            return run
         remeasure_peaks(run, options, cases)
     return run

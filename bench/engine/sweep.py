@@ -10,13 +10,13 @@ rank 0 runs the sweep and tells the others, item by item, what to do (`decide`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from bench.core.catalog import STOPPING_STATUSES, Status
-from bench.core.errors import one_line
+from bench.core.errors import WriteFailure, one_line
 from bench.core.keys import CaseKey
 from bench.core.plan import Item, Options, is_retry, schedule
 from bench.core.results import CaseResult, Run
@@ -28,6 +28,8 @@ from bench.measure.data import Dataset
 from bench.measure.devices import min_round_s
 from bench.measure.energy import EnergyMeter, meter_for
 from bench.measure.failures import is_out_of_memory, release_memory
+from bench.measure.loaders import loader_unsupported
+from bench.measure.profiling import profile_case
 from bench.measure.records import Measured, case_context, measure_one_process
 
 
@@ -51,6 +53,7 @@ class Sweep:
     meters: dict[str, EnergyMeter] = field(default_factory=dict)
     broken_devices: dict[str, str] = field(default_factory=dict)
     stop_requested: bool = False
+    fatal: BaseException | None = None  # a WriteFailure that ended the run (bench.engine.pytest_driver)
 
     def __post_init__(self) -> None:
         self.progress = self.progress or Progress(self.items, self.options.passes)
@@ -110,6 +113,8 @@ class Sweep:
                 self.world.barrier()  # the other ranks waited for this one-process case
         self.run.in_progress = None
         self.progress.finished.append((item, time.perf_counter() - start))
+        if self.options.profile and decision == "solo" and item.pass_index == self.options.passes - 1:
+            self.profile(key)
         broken = release_memory(key.device)  # after the record: a failing clean-up cannot cost the case
         if broken:
             self.broken_devices[key.device] = broken
@@ -130,6 +135,10 @@ class Sweep:
         if unsupported:
             self.record_failure(key, Status.SKIPPED, f"{key.mode} on {key.device}: {unsupported}")
             return
+        loader_reason = loader_unsupported(key) if first else None
+        if loader_reason:
+            self.record_failure(key, Status.SKIPPED, loader_reason)
+            return
         try:
             with case_context(key):
                 measured = measure_one_process(
@@ -142,8 +151,25 @@ class Sweep:
             case = self.run.case(key)
             if check is not None and case is not None and case.status in (Status.OK, Status.INVALID):
                 self.store(case.with_validation(check))
+        except WriteFailure:
+            raise  # the folder, not the case: the run stops at the first write it refuses
         except Exception as error:
             self.record_failure(key, Status.OOM if is_out_of_memory(error) else Status.ERROR, one_line(error))
+
+    def profile(self, key: CaseKey) -> None:
+        """After the case's last planned pass (untimed): its steps under the profiler. A profiler that
+        fails costs a note, never the case."""
+        case = self.run.case(key)
+        if case is None or not case.ok:
+            return
+        try:
+            with case_context(key):
+                paths = profile_case(key, self.dataset, self.folder)
+        except Exception as error:
+            assert self.progress is not None
+            self.progress.note(f"profile not taken: {one_line(error)}")
+            return
+        self.store(replace(case, profiles=paths))
 
     def _measure_parallel(self, item: Item) -> None:
         """Every rank measures the item together; rank 0 (this process) keeps what they measured."""

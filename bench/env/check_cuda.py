@@ -9,6 +9,7 @@ from typing import Any
 from bench.core.results import CheckLine
 from bench.env import collect as envmod
 from bench.env import nvml as nvmlmod
+from bench.env.gpu_health import preflight_problems
 from bench.env.verdicts import FAIL, PASS, SKIP, WARN
 
 CUDA_DRIVER_MINIMUM = {
@@ -44,6 +45,7 @@ def cuda_lines(facts: dict[str, Any], require_cuda: bool) -> tuple[list[CheckLin
     else:
         lines.append(CheckLine("nvidia driver", SKIP, f"not available: {nvml['reason']}"))
     lines += _nvml_fault_lines(cuda, nvml, require_cuda)
+    lines += preflight_lines(nvml)
     lines += _driver_build_lines(cuda, nvml)
     if not cuda.get("available"):
         reason = cuda.get("reason", "unknown")
@@ -87,6 +89,15 @@ def cuda_lines(facts: dict[str, Any], require_cuda: bool) -> tuple[list[CheckLin
             )
     lines.append(_count_line(cuda, nvml))
     return lines, devices
+
+
+def preflight_lines(nvml: dict[str, Any]) -> list[CheckLine]:
+    """A WARN for each thing an administrator would fix before trusting a GPU's figures."""
+    return [
+        CheckLine(f"gpu {device.get('index')} health", WARN, problem, hint)
+        for device in nvml.get("devices", [])
+        for problem, hint in preflight_problems(device.get("preflight") or {})
+    ]
 
 
 def _no_gpu_hint(nvml: dict[str, Any]) -> str:

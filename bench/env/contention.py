@@ -128,8 +128,13 @@ def probe_wait_share(seconds: float = 0.2, proc: Path = PROC) -> float | None:
     return record.wait_share if record is not None else None
 
 
+RUNNABLE_BUSY_PERCENT = 5.0  # a process waiting to run counts from this share of a CPU
+
+
 def collect_load(sample_s: float = 0.2, busy_percent: float = 20.0) -> dict[str, Any]:
-    """What could disturb timings: load average, and other processes busy right now."""
+    """What could disturb timings: load average, and other processes busy right now: those that took
+    `busy_percent` of a CPU over the sample, or, on a machine so loaded that every process gets a small
+    share, those runnable now that took at least RUNNABLE_BUSY_PERCENT (a spinning hog among many)."""
     try:
         load = [round(value, 2) for value in os.getloadavg()]
     except OSError:
@@ -147,9 +152,10 @@ def collect_load(sample_s: float = 0.2, busy_percent: float = 20.0) -> dict[str,
     for process in processes:
         try:
             percent = process.cpu_percent(None)
+            runnable = percent >= RUNNABLE_BUSY_PERCENT and process.status() == psutil.STATUS_RUNNING
         except psutil.Error:
             continue
-        if process.pid != me and percent >= busy_percent:
+        if process.pid != me and (percent >= busy_percent or runnable):
             busy.append({"pid": process.pid, "name": process.info["name"], "cpu_percent": round(percent)})
     busy.sort(key=lambda entry: -entry["cpu_percent"])
     return {

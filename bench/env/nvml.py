@@ -96,6 +96,8 @@ def collect_nvml(pynvml: Any = None) -> Facts:
     `pynvml` is the module to ask, nvidia-ml-py's by default (tests pass a fake one). One bad GPU is
     recorded in `failed_devices` with its error; it must not turn the whole of NVML into "unavailable".
     """
+    from bench.env.gpu_health import preflight  # it reads NVML through this module's helpers
+
     if pynvml is None:
         try:
             pynvml = importlib.import_module("pynvml")
@@ -128,6 +130,7 @@ def collect_nvml(pynvml: Any = None) -> Facts:
             failed.append({"index": index, "mig": False, "mig_index": None, **nvml_error(error)})
             continue
         device = _nvml_device(pynvml, index, handle, uuid)
+        device["preflight"] = preflight(pynvml, handle)
         instances, mig_failed = _nvml_mig(pynvml, handle)
         device["mig_enabled"] = instances is not None
         device["mig_devices"] = instances or []

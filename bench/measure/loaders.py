@@ -14,11 +14,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.core.keys import CaseKey
 from bench.core.results import DatasetInfo
 from bench.measure.data import FILE_STEMS, Dataset
 
@@ -88,14 +90,50 @@ def torchvision_layout(info: DatasetInfo, folder_name: str) -> Path:
     return root
 
 
-def chapter_loader(dataset: Dataset, batch_size: int, seed: int = 0) -> torch.utils.data.DataLoader:
-    """The chapter's `DataLoader(train_dataset, batch_size=..., shuffle=True)` over the training set."""
+@dataclass(frozen=True)
+class LoaderSettings:
+    """The DataLoader settings every PyTorch user tries first; the defaults are the chapter's."""
+
+    workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
+
+    @classmethod
+    def of(cls, key: CaseKey) -> LoaderSettings:
+        return cls(key.workers, key.pin_memory, key.persistent_workers, key.prefetch_factor)
+
+    def kwargs(self) -> dict[str, Any]:
+        given: dict[str, Any] = {"num_workers": self.workers, "pin_memory": self.pin_memory}
+        if self.workers:  # torch refuses these without workers
+            given["persistent_workers"] = self.persistent_workers
+            if self.prefetch_factor is not None:
+                given["prefetch_factor"] = self.prefetch_factor
+        return given
+
+
+CHAPTER_SETTINGS = LoaderSettings()  # the chapter's: no workers, pageable memory
+
+
+def loader_unsupported(key: CaseKey) -> str | None:
+    """Why a case's loader settings cannot run on its device (pinned memory is for copies to a GPU)."""
+    if key.pin_memory and not key.device.startswith("cuda"):
+        return "pin_memory pins host memory for copies to a GPU: a CPU case copies nothing"
+    return None
+
+
+def chapter_loader(
+    dataset: Dataset, batch_size: int, seed: int = 0, settings: LoaderSettings = CHAPTER_SETTINGS
+) -> torch.utils.data.DataLoader:
+    """The chapter's `DataLoader(train_dataset, batch_size=..., shuffle=True)` over the training set,
+    with `settings` (workers, pinned memory ...) where a case asks for them."""
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         chapter_dataset(dataset),
         batch_size=batch_size,
         shuffle=True,
         generator=generator,
+        **settings.kwargs(),
     )
 
 

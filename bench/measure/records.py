@@ -32,8 +32,9 @@ from bench.measure.data import Dataset
 from bench.measure.devices import synchronize
 from bench.measure.efficiency import count_ops, flops_per_sample
 from bench.measure.energy import EnergyMeter
+from bench.measure.health_watch import DeviceWatch
 from bench.measure.kernels import count_kernels
-from bench.measure.loaders import fixed_batch
+from bench.measure.loaders import LoaderSettings, fixed_batch
 from bench.measure.memory import MemoryMonitor
 from bench.measure.model import Training
 from bench.measure.workloads import EpochSource, Hooks, make_epochs, make_step, time_epochs, train_epochs
@@ -95,7 +96,9 @@ def one_process(key: CaseKey, dataset: Dataset) -> Placement:
     return Placement(
         device=device,
         build=lambda seed: modes.build(key.mode, device, seed),
-        source=lambda seed: make_epochs(key.loader or "", dataset, device, key.batch_size, seed=seed),
+        source=lambda seed: make_epochs(
+            key.loader or "", dataset, device, key.batch_size, seed=seed, settings=LoaderSettings.of(key)
+        ),
     )
 
 
@@ -139,7 +142,7 @@ def measure_rounds(
         graphs = modes.compiled_graphs() if key.mode == "compile" else None
         gc.collect()  # pytest-benchmark keeps the collector off during the rounds (disable_gc)
         joules_before, start = meter.read(), time.perf_counter()
-        with Watch() as watch:
+        with Watch() as watch, DeviceWatch(key.device) as health:
             benchmark(step)
             synchronize(key.device)
         window, joules = time.perf_counter() - start, meter.joules_between(joules_before, meter.read())
@@ -156,6 +159,7 @@ def measure_rounds(
         memory=monitor.reading,
         energy=energy_record(meter, [joules], window),
         contention=watch.record,
+        device_health=health.record,
     )
     facts = step_facts(key, dataset, training, step) if first_pass else {}
     return Measured([record], key.batch_size, facts)
@@ -172,7 +176,7 @@ def measure_epochs(
         training = place.build(0)
         hooks = Hooks(_graphs_after_warm_up(key, graphs), place.before_epoch, monitor.sample, meter)
         source = place.source(item.pass_index)
-        with Watch() as watch:
+        with Watch() as watch, DeviceWatch(key.device) as health:
             timings = time_epochs(
                 training, source, len(dataset.train_labels), key.batch_size, item.repeats, hooks
             )
@@ -183,12 +187,16 @@ def measure_epochs(
         data_seconds=[t.data_seconds for t in timings],
         data_timer=timings[0].data_timer,
         batches=timings[0].batches,
+        first_batch_s=[t.first_batch_s or 0.0 for t in timings]
+        if all(t.first_batch_s for t in timings)
+        else None,
         compile_s=training.compile_s or None,
         recompiles=recompiles,
         memory=monitor.reading,
         energy=energy_record(meter, [t.energy_j for t in timings], sum(t.seconds for t in timings)),
         wall_s=round(time.perf_counter() - start, 3),
         contention=watch.record,
+        device_health=health.record,
     )
     facts = step_facts(key, dataset, training) if first_pass and key.processes == 1 else {}
     return Measured([record], timings[0].samples, facts)
@@ -208,7 +216,7 @@ def measure_runs(
             training = place.build(run_index)
             hooks = Hooks(_graphs_after_warm_up(key, graphs), place.before_epoch, monitor.sample, meter)
             source = place.source(run_index)
-            with Watch() as watch:
+            with Watch() as watch, DeviceWatch(key.device) as health:
                 run = train_epochs(
                     training, source, dataset, key.batch_size, epochs, run_index, hooks, place.evaluates
                 )
@@ -229,6 +237,7 @@ def measure_runs(
                 energy=energy_record(meter, run.energy_j, sum(run.epoch_seconds)),
                 wall_s=round(time.perf_counter() - start, 3),
                 contention=watch.record,
+                device_health=health.record,
             )
         )
         samples = run.samples_per_epoch

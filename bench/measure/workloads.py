@@ -27,15 +27,22 @@ import torch
 
 from bench.core.catalog import LOADERS, workload
 from bench.measure.data import Dataset
+from bench.measure.data_clocks import Batch, CudaEventDataClock, DataClock, HostDataClock
 from bench.measure.devices import synchronize
 from bench.measure.energy import EnergyMeter
-from bench.measure.loaders import ResidentBatches, chapter_loader, fixed_batch, normalize
+from bench.measure.loaders import (
+    CHAPTER_SETTINGS,
+    LoaderSettings,
+    ResidentBatches,
+    chapter_loader,
+    fixed_batch,
+    normalize,
+)
 from bench.measure.model import Training, accuracy, build_training, preserved
 
 WARMUP_CALLS = 10
 WARMUP_BATCHES = 5
 
-Batch = tuple[torch.Tensor, torch.Tensor]
 Batches = Iterable[Batch]
 Step = Callable[[], None]
 
@@ -92,91 +99,31 @@ def make_step(
 # --- epochs ------------------------------------------------------------------------------------------
 
 
-class HostDataClock:
-    """Host time spent waiting for the loader's next batch (right wherever the loader works on the host)."""
-
-    name = "host clock"
-
-    def __init__(self) -> None:
-        self._seconds = 0.0
-
-    def fetch(self, iterator: Iterator[Batch]) -> Batch:
-        start = time.perf_counter()
-        try:
-            return next(iterator)
-        finally:
-            self._seconds += time.perf_counter() - start
-
-    def seconds(self) -> float:
-        return self._seconds
-
-
-class CudaEventDataClock:
-    """GPU time of a data path that runs on the GPU: CUDA events around each fetch, read after the epoch.
-
-    The resident loader's gather is an asynchronous kernel: a host clock would time its launch only.
-    The events are made before the epoch (`batches` pairs; creating two per batch inside it cost
-    4-6% of a GPU step), and recorded only around a fetch that launches a gather: once the planned
-    batches are fetched, the end of the epoch is asked for without events.
-    """
-
-    name = "cuda events"
-
-    def __init__(self, batches: int | None = None) -> None:
-        self._pairs = [self._pair() for _ in range(batches or 0)]
-        self._planned = batches  # None: not known, every fetch is timed
-        self._used = 0
-
-    @staticmethod
-    def _pair() -> tuple[torch.cuda.Event, torch.cuda.Event]:
-        return torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-
-    def fetch(self, iterator: Iterator[Batch]) -> Batch:
-        if self._used == self._planned:
-            self._planned = None
-            # the planned end of the epoch (StopIteration): it launches nothing, so nothing is recorded
-            # (were the plan short, that one batch goes untimed and the rest are timed as they come)
-            return next(iterator)
-        if self._used == len(self._pairs):
-            self._pairs.append(self._pair())
-        start, end = self._pairs[self._used]
-        start.record()
-        batch = next(iterator)
-        end.record()
-        self._used += 1
-        return batch
-
-    @property
-    def events_made(self) -> int:
-        return 2 * len(self._pairs)
-
-    def seconds(self) -> float:
-        """Valid after the device was synchronized (the epoch's final wait)."""
-        return sum(start.elapsed_time(end) for start, end in self._pairs[: self._used]) / 1000
-
-
-DataClock = HostDataClock | CudaEventDataClock
-
-
 @dataclass
 class EpochSource:
     """Where an epoch's batches come from, and the clock that times waiting for them."""
 
     batches: Callable[[], Batches]  # one epoch of batches, shuffled anew each call
     clock: Callable[[], DataClock]  # a fresh data clock for one epoch
+    non_blocking: bool = False  # pinned batches: their copy to the device need not wait
 
 
 def make_epochs(
-    loader: str, dataset: Dataset, device: torch.device | str, batch_size: int, seed: int = 0
+    loader: str,
+    dataset: Dataset,
+    device: torch.device | str,
+    batch_size: int,
+    seed: int = 0,
+    settings: LoaderSettings = CHAPTER_SETTINGS,
 ) -> EpochSource:
-    """Epochs of batches through `loader`: `torchvision` (the chapter's) or `resident`.
+    """Epochs of batches through `loader`: `torchvision` (the chapter's, with `settings`) or `resident`.
 
     One DataLoader (or one resident copy) serves the whole case, so every epoch is shuffled anew,
     as the chapter's `shuffle=True` loader does from one epoch to the next.
     """
     if loader == "torchvision":
-        chapter = chapter_loader(dataset, batch_size, seed=seed)
-        return EpochSource(lambda: chapter, HostDataClock)
+        chapter = chapter_loader(dataset, batch_size, seed=seed, settings=settings)
+        return EpochSource(lambda: chapter, HostDataClock, non_blocking=settings.pin_memory)
     if loader == "resident":
         resident = ResidentBatches(dataset.train_images, dataset.train_labels, device, seed=seed)
         on_gpu = torch.device(device).type == "cuda"
@@ -197,6 +144,7 @@ class EpochTiming:
     batches: int
     loss_sum: torch.Tensor | None = field(default=None, repr=False)
     energy_j: float | None = None  # from the device's counter, read right around the timed epoch
+    first_batch_s: float | None = None  # from the epoch's start to its first batch (workers start up)
 
 
 @contextmanager
@@ -230,12 +178,18 @@ def timed_epoch(
         joules_before = meter.read() if meter is not None else None
         start = time.perf_counter()
         iterator = iter(source.batches())
+        first_batch_s = None
         while True:
             try:
                 inputs, labels = clock.fetch(iterator)
             except StopIteration:
                 break
-            loss = training.step(inputs.to(device), labels.to(device))
+            if first_batch_s is None:
+                first_batch_s = time.perf_counter() - start
+            pinned = source.non_blocking
+            loss = training.step(
+                inputs.to(device, non_blocking=pinned), labels.to(device, non_blocking=pinned)
+            )
             if loss_sum is not None:
                 loss_sum += loss.detach()
             samples += len(labels)
@@ -243,7 +197,7 @@ def timed_epoch(
         synchronize(device)
         seconds = time.perf_counter() - start
         joules = meter.joules_between(joules_before, meter.read()) if meter is not None else None
-    return EpochTiming(seconds, clock.seconds(), clock.name, samples, count, loss_sum, joules)
+    return EpochTiming(seconds, clock.seconds(), clock.name, samples, count, loss_sum, joules, first_batch_s)
 
 
 def warm_up(training: Training, source: EpochSource, samples: int, batch_size: int) -> None:

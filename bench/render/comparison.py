@@ -15,17 +15,20 @@ from bench.analysis.compare import (
     Comparison,
     ComparisonRow,
 )
+from bench.analysis.profile_diff import OpChange
+from bench.render.escape import markdown_safe
 from bench.render.tables import render
 from bench.render.units import fmt_seconds
 
 
 def comparison_markdown(comparison: Comparison) -> str:
+    comparison = markdown_safe(comparison)  # the runs' strings and the warnings quoting them, escaped
     a, b = comparison.a, comparison.b
     parts = [
         f"# Comparison: B ({b.run_id}) against A ({a.run_id})",
         "",
-        f"A: {a.command_line or '?'} — {a.created}  ",
-        f"B: {b.command_line or '?'} — {b.created}",
+        f"A: `{a.command_line or '?'}` — {a.created}  ",
+        f"B: `{b.command_line or '?'}` — {b.created}",
         "",
     ]
     noise_a, noise_b = comparison.noise
@@ -93,3 +96,16 @@ def _detectable_cell(row: ComparisonRow) -> str:
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
+
+
+def op_changes_markdown(changes: dict[str, list[OpChange]]) -> str:
+    """Per profiled case, the ops whose time changed most between A and B (empty: none profiled)."""
+    if not changes:
+        return ""
+    parts = ["## Ops whose time changed most (both runs made with --profile)", ""]
+    for label, rows in changes.items():
+        table = [[row.op, fmt_seconds(row.a_us / 1e6), fmt_seconds(row.b_us / 1e6),
+                  f"{row.change_us / 1e3:+.3g} ms"] for row in rows]  # fmt: skip
+        parts += [f"{label} (self time over the profiled steps):", ""]
+        parts += [render(table, ["op", "A", "B", "B − A"], "github") if table else "no op changed", ""]
+    return "\n".join(parts)

@@ -18,6 +18,7 @@ from bench.core.facts import fact, fact_text
 from bench.core.keys import CaseKey, ordered, sort_key, variant
 from bench.core.results import CaseResult, Run
 from bench.render.csvfile import KEY_COLUMNS
+from bench.render.escape import console_safe, markdown_safe
 from bench.render.tables import rate_cell, render
 from bench.render.units import fmt_mib
 
@@ -68,6 +69,14 @@ def row_key(case: CaseResult) -> CaseKey:
 def differences(runs: list[Run]) -> list[str]:
     """What differs between the runs in ways that change their numbers, one line each."""
     lines = []
+    seen: dict[tuple[str, str], int] = {}
+    for run in runs:
+        seen[(run.run_id, run.created)] = seen.get((run.run_id, run.created), 0) + 1
+    for (run_id, created), times in seen.items():
+        if times > 1:
+            lines.append(
+                f"run {run_id} (started {created}) is given {times} times: its columns are one run, repeated"
+            )
     datasets = {(run.dataset.name, run.dataset.train_samples) for run in runs}
     if len(datasets) > 1:
         shown = ", ".join(
@@ -121,10 +130,11 @@ def memory_table(runs: list[Run], named: list[Column], fmt: str = "github") -> s
 
 
 def fleet_markdown(runs: list[Run]) -> str:
+    runs = [markdown_safe(run) for run in runs]  # every string from the files escaped, once
     named = columns(runs)
     parts = [f"# Fleet: {len(runs)} runs, {len(named)} machines", ""]
     parts += [
-        f"- `{c.name}`: run {c.run.run_id}, {c.device}, {c.run.created}; {c.run.command_line or '?'}"
+        f"- {c.name}: run {c.run.run_id}, {c.device}, {c.run.created}; `{c.run.command_line or '?'}`"
         for c in named
     ]
     warnings = differences(runs)
@@ -176,6 +186,7 @@ def fleet_csv(runs: list[Run]) -> str:
 
 
 def fleet_console(runs: list[Run]) -> str:
+    runs = [console_safe(run) for run in runs]
     named = columns(runs)
     lines = [f"Fleet: {len(runs)} runs, {len(named)} machines"]
     lines += [f"warning: {line}" for line in differences(runs)]

@@ -10,7 +10,14 @@ from bench.core.catalog import PRECISIONS, dataset_display_name
 from bench.core.facts import fact, fact_text
 from bench.core.records import CONTENDED_WAIT_SHARE
 from bench.core.results import MeterFacts, Peaks, Run, TimingPolicy
-from bench.render.units import fmt_flops, fmt_seconds
+from bench.render.units import fmt_bandwidth, fmt_flops, fmt_seconds
+
+
+def how_it_ended(run: Run) -> str:
+    """complete, interrupted by SIGTERM, failed; a file still at `running` is a process that died."""
+    if run.state == "running":
+        return "ended without a word (killed, or still running)"
+    return f"interrupted by {run.stopped_by}" if run.state == "interrupted" and run.stopped_by else run.state
 
 
 def environment_line(env: Any) -> str:
@@ -75,11 +82,13 @@ def header_lines(run: Run, markup: bool = True) -> list[str]:
     lines = []
     if run.partial:
         lines.append(
-            f"{strong('PARTIAL RUN')} ({run.state}): {len(run.cases)} of {run.planned_cases} planned cases "
+            f"{strong('PARTIAL RUN')} ({how_it_ended(run)}): {len(run.cases)} of {run.planned_cases} planned cases "
             "finished; the missing cells were never measured."
         )
-    else:
+    elif run.state == "complete":
         lines.append(f"Complete run: {len(run.cases)} cases.")
+    else:
+        lines.append(f"Every planned case was measured ({len(run.cases)}); the run then {how_it_ended(run)}.")
     name = "SYNTHETIC" if dataset.synthetic else dataset_display_name(dataset.name)
     data_line = (
         f"Dataset: {strong(name)} ({dataset.train_samples:,} training / {dataset.test_samples:,} test images) "
@@ -119,6 +128,11 @@ def header_lines(run: Run, markup: bool = True) -> list[str]:
         lines.append(
             f"Processes: {spread.world_size} started by torchrun on {spread.nnodes} machine(s), {spread.backend}; "
             f"on the CPU each runs {spread.threads_per_process} thread(s), an equal share of the usable CPUs."
+            + (
+                f" A large all-reduce between them: {fmt_bandwidth(spread.link_bus_bandwidth)} bus bandwidth."
+                if spread.link_bus_bandwidth
+                else ""
+            )
         )
     peaks = peaks_lines(run.peaks)
     if peaks:

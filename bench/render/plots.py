@@ -6,6 +6,7 @@ so a missing point never reads as a low number.
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from bench.core.catalog import MIB, WORKLOADS, dataset_display_name
 from bench.core.errors import UsageError
 from bench.core.keys import line_label, variant
 from bench.core.results import CaseResult, Run
+from bench.core.store import write_atomic
 
 THROUGHPUT_PNG = "throughput.png"
 MEMORY_PNG = "memory.png"
@@ -153,8 +155,10 @@ def save(figure: Any, axes: Any, used: int, title: str, path: Path, plt: Any) ->
         axis.axis("off")
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110)
     plt.close(figure)
+    write_atomic(path, image.getvalue())  # the run folder's one writer
     return path
 
 

@@ -28,7 +28,16 @@ from bench.render.tables import (
     render,
     status_cell,
 )
-from bench.render.units import fmt_flops, fmt_mib, fmt_percent, fmt_rate, fmt_ratio, fmt_seconds, shorten
+from bench.render.units import (
+    fmt_bandwidth,
+    fmt_flops,
+    fmt_mib,
+    fmt_percent,
+    fmt_rate,
+    fmt_ratio,
+    fmt_seconds,
+    shorten,
+)
 
 BEST_MARK = " ★"
 
@@ -64,6 +73,8 @@ EPOCH_COLUMNS = [
     Column("samples/s", _ok_or_status(lambda c: rate_cell(c.case)), "samples_per_s"),
     Column("data share", _ok_or_status(lambda c: fmt_percent(c.figures.data_share)), "data_share"),
     Column("data timed by", _ok_or_status(lambda c: ", ".join(c.figures.data_timer)), "data_timer"),
+    Column("first batch", _ok_or_status(lambda c: fmt_seconds(c.figures.first_batch_s)), "first_batch_s"),
+    Column("epoch boundary", _ok_or_status(lambda c: fmt_seconds(c.figures.epoch_boundary_s)), "epoch_boundary_s"),
     Column("vs train_steps", _ok_or_status(lambda c: fmt_ratio(c.figures.epoch_vs_train_steps)),
            "epoch_vs_train_steps"),
     Column("spread", _ok_or_status(lambda c: fmt_percent(c.figures.spread)), "spread"),
@@ -141,6 +152,10 @@ SCALING_COLUMNS = [
     Column("scaling efficiency", lambda c: fmt_percent(c.figures.scaling_efficiency), "scaling_efficiency"),
     Column("all-reduce share", lambda c: fmt_percent(c.figures.comm_share) if c.case.key.world_size > 1 else "",
            "comm_share"),
+    Column("all-reduce bus bandwidth", lambda c: fmt_bandwidth(c.figures.all_reduce_bus_bytes_per_s)
+           if c.case.key.world_size > 1 else "", "all_reduce_bus_bytes_per_s"),
+    Column("of the link's", lambda c: fmt_percent(c.figures.all_reduce_link_share)
+           if c.case.key.world_size > 1 else "", "all_reduce_link_share"),
     Column("per process samples/s",
            lambda c: " / ".join(fmt_rate(r) for r in c.figures.per_process_samples_per_s) or "–",
            "per_process_samples_per_s"),

@@ -10,21 +10,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.core.catalog import COUNTING_RULE, OVERHEAD_SHARE
+from bench.core.catalog import COMPUTE_BOUND_SHARE, COUNTING_RULE, OVERHEAD_SHARE
 from bench.core.results import Run
 from bench.core.stats import NOISY_SPREAD, QUARTILE_METHOD
 from bench.render import sections
+from bench.render.escape import console_safe, markdown_safe
+from bench.render.findings import findings_lines
 from bench.render.header import energy_lines, header_lines, peaks_lines
 
 SUMMARY_FILE = "summary.md"
+FINDINGS_INTRO = (
+    "Each setup's bottleneck, the figure that shows it, and the gain over it of every remedy this run "
+    "measured, from two of its cells. A gain is claimed only where the two cells' interquartile intervals do "
+    "not overlap; contended, inconsistent, above-peak and invalid cells are never evidence; a remedy the run "
+    "did not measure comes with the command that would."
+)
 
 
 def _efficiency_intro(run: Run) -> str:
     peaks, energy = peaks_lines(run.peaks), energy_lines(run.meters)
     return (
         f"FLOPs: {COUNTING_RULE}. Peaks measured in this run: {'; '.join(peaks) or 'not recorded'}. "
-        "`ops × floor`: the ATen ops one step dispatches times the per-op floor, as a share of the step; "
-        f"above {OVERHEAD_SHARE:.0%} the step is `overhead-bound`, else `compute-bound` (an epoch that waits "
+        "`ops × floor`: the ATen ops one step dispatches times the per-op floor (on a GPU, or its kernels "
+        "times the per-kernel floor, if more), as a share of the step; "
+        f"above {OVERHEAD_SHARE:.0%} the step is `overhead-bound`; `compute-bound` only at "
+        f"{COMPUTE_BOUND_SHARE:.0%} of the peak or more; else `unexplained` (an epoch that waits "
         f"for its data {OVERHEAD_SHARE:.0%} of the time or more is `data-bound`). Energy: "
         f"{'; '.join(energy) or 'not recorded'} (mean power over the timed work, when it lasted at least 1 s)."
     )
@@ -43,7 +53,8 @@ SECTIONS = (
         lambda run: (
             f"Cells marked `~` are noisy (spread IQR/median above {NOISY_SPREAD:.0%}; quartiles are "
             f"{QUARTILE_METHOD}); cells marked `‼` are contended (their threads waited for CPUs other work held: "
-            "not to be trusted). OOM, error, skipped and invalid cells were attempted and are explained in All cases."
+            "not to be trusted); cells marked `†` ran on a GPU that throttled or served other processes (NVML, read "
+            "around each pass). OOM, error, skipped and invalid cells were attempted and are explained in All cases."
         ),
         sections.throughput_table,
     ),
@@ -52,7 +63,9 @@ SECTIONS = (
         "Epochs (one full pass over the training set)",
         lambda run: (
             "`data share`: time the loop spent waiting for the loader's next batch (`host clock`: wall "
-            "time on the host; `cuda events`: GPU time of the resident loader's gather). `vs train_steps`: epoch "
+            "time on the host; `cuda events`: GPU time of the resident loader's gather). `first batch`: from the "
+            "epoch's start to its first batch; `epoch boundary`: that beyond a batch's usual wait (DataLoader "
+            "workers starting up). `vs train_steps`: epoch "
             "time over the time of as many `train_step`s (their mean, the ragged last batch counted by its size) "
             "measured just before it (same pass) and just after it (next pass), the median over the epochs "
             "(1.00x = the data path costs nothing)."
@@ -72,8 +85,10 @@ SECTIONS = (
         lambda run: (
             "`all processes samples/s`: the samples of every process over the slowest one's time, each "
             "round started after a barrier. `scaling efficiency`: that over N times the one-process case measured "
-            "in this run. `all-reduce share`: the gradient all-reduce timed alone, as a share of a step. Side by "
-            "side: independent copies, each its own model and data, at the same moment."
+            "in this run. `all-reduce share`: the gradient all-reduce timed alone, as a share of a step; its `bus "
+            "bandwidth` as nccl-tests reports it (bytes/s × 2(n−1)/n), and that `of the link's`: a large all-reduce "
+            "between the same ranks, measured at the start of the run. Side by side: independent copies, each its "
+            "own model and data, at the same moment."
         ),
         sections.scaling_table,
     ),
@@ -120,7 +135,11 @@ CONSOLE = (
 
 
 def summary_markdown(run: Run) -> str:
+    run = markdown_safe(run)  # every string from the file or the machine escaped, once
     parts = [f"# Benchmark run {run.run_id}", "", *[f"{line}  " for line in header_lines(run)], ""]
+    found = findings_lines(run)
+    if found:
+        parts += ["## Findings", "", FINDINGS_INTRO, "", *found, ""]
     for section in SECTIONS:
         table = section.table(run)
         if not table:
@@ -135,7 +154,11 @@ def summary_markdown(run: Run) -> str:
 
 
 def console_summary(run: Run) -> str:
+    run = console_safe(run)
     parts = [*header_lines(run, markup=False)]
+    found = findings_lines(run, markup=False)
+    if found:
+        parts += ["", "Findings (the gain of each remedy, from this run's cells):", *found]
     for title, render in CONSOLE:
         table = render(run, fmt="simple")
         if table:

@@ -48,6 +48,7 @@ def status_cell(case: CaseResult) -> str:
 
 
 CONTENDED_MARK = " ‼"  # its passes waited for CPUs other work held: not to be trusted (not `~`: noise)
+DEVICE_MARK = " †"  # its GPU throttled or served other processes during its passes
 
 
 def rate_cell(case: CaseResult | None) -> str:
@@ -56,9 +57,8 @@ def rate_cell(case: CaseResult | None) -> str:
         return ""
     if not case.ok:
         return status_cell(case)
-    return fmt_rate(case.samples_per_s) + (
-        CONTENDED_MARK if case.contended else NOISY_MARK if case.noisy else ""
-    )
+    mark = CONTENDED_MARK if case.contended else DEVICE_MARK if case.device_marks else ""
+    return fmt_rate(case.samples_per_s) + (mark or (NOISY_MARK if case.noisy else ""))
 
 
 def devices_of(run: Run) -> list[str]:

@@ -30,6 +30,11 @@ def fmt_percent(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value * 100:.1f}%"
 
 
+def fmt_bandwidth(value: float | None) -> str:
+    """Bytes per second in GB/s (10^9, as nccl-tests prints them), three significant digits."""
+    return "–" if value is None or not math.isfinite(value) else f"{value / 1e9:.3g} GB/s"
+
+
 def fmt_ratio(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.2f}x"
 

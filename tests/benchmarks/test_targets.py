@@ -16,7 +16,8 @@ import pytest
 import torch
 import torch.utils.benchmark as torch_benchmark
 
-from bench.analysis.metrics import epoch_vs_steps, paired_epoch_ratios, peak_fraction, run_time_to_target
+from bench.analysis.metrics import epoch_vs_steps, paired_epoch_ratios, peak_fraction
+from bench.analysis.training import run_time_to_target
 from bench.core.keys import CaseKey
 from bench.core.plan import Item, Options, peak_key
 from bench.core.results import Run
