@@ -65,14 +65,14 @@ def test_workers_are_measured_and_named_in_the_findings(tmp_path: Path) -> None:
     """The issue's run on the real slice: every combination measured, each gain from the run's cells."""
     result = run_cli(
         "run", "--devices", "cpu", "--workloads", "epoch", "--loader-workers", "0,1,2,64", "--pin-memory", "off,on",
-        "--batch-sizes", "64,1024", "--epoch-repeats", "2", "--passes", "1", "--dataset", "fashion-mnist",
+        "--batch-sizes", "64,500", "--epoch-repeats", "2", "--passes", "1", "--dataset", "fashion-mnist",
         "--data-dir", str(SMALL_REAL_DIR), "--no-download", "--out", str(tmp_path / "run"),
     )  # fmt: skip
     assert result.returncode == 0, result.output
     assert "--loader-workers 64 left out" in result.output
     run = load_run(tmp_path / "run")
     cases = by_key(run)
-    for batch in (64, 1024):
+    for batch in (64, 500):
         for workers in (0, 1, 2):
             case = cases[CaseKey("epoch", "cpu", batch, "torchvision", workers=workers)]
             assert case.ok and case_figures(run, case).first_batch_s is not None
@@ -93,3 +93,18 @@ def test_workers_are_measured_and_named_in_the_findings(tmp_path: Path) -> None:
                 assert remedy.gain == pytest.approx(other.samples_per_s / base.samples_per_s)  # type: ignore[operator]
         assert {r.what for r in finding.remedies} >= {"device-resident data", "1 workers", "2 workers"}
     assert "epoch boundary" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_an_epoch_at_a_batch_larger_than_the_training_set_is_skipped_saying_why(tmp_path: Path) -> None:
+    result = run_cli(
+        "run", "--devices", "cpu", "--workloads", "forward,epoch", "--loaders", "resident", "--batch-sizes", "2000",
+        "--passes", "1", "--max-time", "0.05", "--dataset", "fashion-mnist", "--data-dir", str(SMALL_REAL_DIR),
+        "--no-download", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    cases = by_key(load_run(tmp_path / "run"))
+    epoch = cases[CaseKey("epoch", "cpu", 2000, "resident")]
+    assert epoch.status is Status.SKIPPED and "larger than the training set (1,000 images)" in (
+        epoch.error or ""
+    )
+    assert cases[CaseKey("forward", "cpu", 2000)].ok  # a step on a fixed batch repeats samples: measured

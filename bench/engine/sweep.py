@@ -135,7 +135,7 @@ class Sweep:
         if unsupported:
             self.record_failure(key, Status.SKIPPED, f"{key.mode} on {key.device}: {unsupported}")
             return
-        loader_reason = loader_unsupported(key) if first else None
+        loader_reason = (loader_unsupported(key) or self.larger_than_the_data(key)) if first else None
         if loader_reason:
             self.record_failure(key, Status.SKIPPED, loader_reason)
             return
@@ -170,6 +170,14 @@ class Sweep:
             self.progress.note(f"profile not taken: {one_line(error)}")
             return
         self.store(replace(case, profiles=paths))
+
+    def larger_than_the_data(self, key: CaseKey) -> str | None:
+        """An epoch or training run at a batch larger than the training set would be one batch of the
+        whole set: labelled with a size that never ran. (Steps on a fixed batch repeat samples: fine.)"""
+        samples = len(self.dataset.train_labels)
+        if key.loader is None or key.batch_size <= samples:
+            return None
+        return f"batch {key.batch_size} is larger than the training set ({samples:,} images): an epoch would be one batch of {samples:,}"
 
     def _measure_parallel(self, item: Item) -> None:
         """Every rank measures the item together; rank 0 (this process) keeps what they measured."""
