@@ -56,6 +56,10 @@ VARIABLES: dict[str, Variable] = {
             "BENCH_COMMAND_LINE", "text", "the command line the ranks record (set by bench run --nproc)",
             "'bench run --nproc 2'", multiline=True,
         ),
+        Variable(
+            "BENCH_MODEL_SIZE", "text", "the built-in models' size: full (the default) or tiny (tests)", "tiny",
+            strip=True,
+        ),
         Variable("BENCH_IMAGE", "text", "the container image's name (set by the Dockerfile)", "torch-bench:cpu"),
         Variable(
             "BENCH_IMAGE_FLAVOUR", "text", "the image's torch build (set by the Dockerfile)", "cpu", strip=True

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from bench.core.catalog import CHAPTER_BATCH_SIZE, LOADERS, PARALLEL_WORKLOADS, Timing, Workload, workload
 from bench.core.errors import UsageError
 from bench.core.keys import CaseKey
+from bench.core.models import DEFAULT_MODEL, model_info
 
 
 def peak_key(device: str, threads: int | None) -> str:
@@ -97,6 +98,8 @@ class Options:
     nproc: int = 1  # processes per data-parallel case (torchrun); 1: none
     side_by_side: bool = False  # with nproc: also nproc independent copies at once
     retry_contended: int = 0  # passes added at the end for a case with contended passes (bench run: 1)
+    models: tuple[str, ...] = (DEFAULT_MODEL,)  # bench.core.models names, or the user's file.py:build
+    model_batch_sizes: bool = False  # each model at its own default batch sizes (no --batch-sizes given)
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"allow_inf_nan": False, "extra": "forbid"}
 
@@ -108,6 +111,8 @@ class Options:
             raise ValueError("retry_contended is between 0 and 10")
         if not 0 < self.max_time <= 3600 or not 0 < self.target_accuracy <= 1:
             raise ValueError("max_time is in (0, 3600] s and target_accuracy in (0, 1]")
+        if not self.models:
+            raise ValueError("a run measures at least one model")
 
 
 def options_from(profile: Profile, **given: Any) -> dict[str, Any]:
@@ -132,6 +137,14 @@ def chapter_loader_planned(options: Options, loader: str | None, batch_size: int
     return loader != "torchvision" or limited is None or batch_size in limited
 
 
+def batch_sizes_for(model: str, options: Options) -> tuple[int, ...]:
+    """The batch sizes a model is planned at: the run's, or the model's own defaults where the user
+    gave none (the MLP's defaults are the profile's, so its plan is the chapter's)."""
+    if not options.model_batch_sizes or model == DEFAULT_MODEL:
+        return options.batch_sizes
+    return model_info(model).batch_sizes
+
+
 def solo_device(device: str) -> str:
     """The device a one-process case of a multi-process device runs on: `cuda` (one GPU per rank) -> cuda:0."""
     return "cuda:0" if device == "cuda" else device
@@ -149,38 +162,41 @@ def parallel_plan(options: Options) -> list[CaseKey]:
     for device in options.devices:
         threads = options.threads[0] if device == "cpu" else None
         solo = solo_device(device)
-        for name in options.workloads:
-            spec = workload(name)
-            for loader in variants(spec, options):
-                for batch_size in options.batch_sizes:
-                    if not chapter_loader_planned(options, loader, batch_size):
-                        continue
-                    cases.append(CaseKey(name, solo, batch_size, loader, threads=threads))
-                    if spec.timing is Timing.RUNS:
-                        cases.append(CaseKey(name, solo, batch_size * n, loader, threads=threads))
-                    cases.append(CaseKey(name, device, batch_size, loader, threads=threads, world_size=n))
-                    if options.side_by_side and spec.timing is not Timing.RUNS:
-                        cases.append(
-                            CaseKey(name, device, batch_size, loader, threads=threads, side_by_side=n)
-                        )
+        for model in options.models:
+            for name in options.workloads:
+                spec = workload(name)
+                for loader in variants(spec, options):
+                    for batch_size in batch_sizes_for(model, options):
+                        if not chapter_loader_planned(options, loader, batch_size):
+                            continue
+                        at = {"threads": threads, "model": model}
+                        cases.append(CaseKey(name, solo, batch_size, loader, **at))
+                        if spec.timing is Timing.RUNS:
+                            cases.append(CaseKey(name, solo, batch_size * n, loader, **at))
+                        cases.append(CaseKey(name, device, batch_size, loader, world_size=n, **at))
+                        if options.side_by_side and spec.timing is not Timing.RUNS:
+                            cases.append(CaseKey(name, device, batch_size, loader, side_by_side=n, **at))
     return list(dict.fromkeys(cases))
 
 
 def plan(options: Options) -> list[CaseKey]:
-    """Cases in execution order: device, threads, workload, loader, mode, batch size."""
+    """Cases in execution order: device, threads, model, workload, loader, mode, batch size."""
     if options.nproc > 1:
         return parallel_plan(options)
     cases = []
     for device in options.devices:
         for threads in options.threads if device == "cpu" else (None,):
-            for name in options.workloads:
-                spec = workload(name)
-                for loader in variants(spec, options):
-                    for mode in options.modes:
-                        for batch_size in options.batch_sizes:
-                            if not chapter_loader_planned(options, loader, batch_size):
-                                continue
-                            cases.append(CaseKey(name, device, batch_size, loader, mode, threads))
+            for model in options.models:
+                for name in options.workloads:
+                    spec = workload(name)
+                    for loader in variants(spec, options):
+                        for mode in options.modes:
+                            for batch_size in batch_sizes_for(model, options):
+                                if not chapter_loader_planned(options, loader, batch_size):
+                                    continue
+                                cases.append(
+                                    CaseKey(name, device, batch_size, loader, mode, threads, model=model)
+                                )
     return cases
 
 

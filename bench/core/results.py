@@ -37,6 +37,7 @@ class CaseResult:
     failed_passes: list[str] = field(default_factory=list)  # later passes that failed after one was ok
     flops_per_sample: int | None = None  # model FLOPs (bench.measure.efficiency.COUNTING_RULE)
     ops_per_step: int | None = None  # ATen ops one step (or call) dispatches, counted once, untimed
+    parameters: int | None = None  # the model's parameters (elements), counted once, untimed
     validations: list[Validation] = field(default_factory=list)
     backend: str | None = None  # processes at once: the torch.distributed backend (gloo, nccl)
     nnodes: int | None = None  # processes at once: the machines they ran on
