@@ -49,10 +49,10 @@ MODEL_TABLE = (
               True, (16, CHAPTER_BATCH_SIZE, 256, 1024), "SGD lr 0.1 momentum 0.9", "cross-entropy"),
     ModelInfo("resnet18", "torchvision's resnet18(weights=None), channels-last",
               "synthetic 3x224x224 images, 1,000 classes", "3x32x32 images, 10 classes",
-              False, (16, 32, CHAPTER_BATCH_SIZE), "SGD lr 0.1 momentum 0.9", "cross-entropy"),
+              False, (16, 32, CHAPTER_BATCH_SIZE), "SGD lr 0.01 momentum 0.9", "cross-entropy"),
     ModelInfo("resnet50", "torchvision's resnet50(weights=None), channels-last",
               "synthetic 3x224x224 images, 1,000 classes", "3x32x32 images, 10 classes",
-              False, (16, 32, CHAPTER_BATCH_SIZE), "SGD lr 0.1 momentum 0.9", "cross-entropy"),
+              False, (16, 32, CHAPTER_BATCH_SIZE), "SGD lr 0.01 momentum 0.9", "cross-entropy"),
     ModelInfo("transformer", "a GPT-style decoder: token and position embeddings, causal pre-norm "
               "nn.TransformerEncoder layers (scaled-dot-product attention), LM head",
               "6 layers, d 512, 8 heads, sequence 512, vocabulary 32,000", "2 layers, d 64, 4 heads, sequence 32, "

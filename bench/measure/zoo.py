@@ -89,7 +89,7 @@ def _resnet(constructor: str) -> Callable[[int, str], ModelSpec]:
         module = module.to(memory_format=torch.channels_last)
         images = torch.randn(batch_size, 3, side, side).contiguous(memory_format=torch.channels_last)
         labels = torch.randint(0, classes, (batch_size,))
-        return ModelSpec(module, images, labels, nn.CrossEntropyLoss, _sgd(0.1, 0.9))
+        return ModelSpec(module, images, labels, nn.CrossEntropyLoss, _sgd(0.01, 0.9))
 
     return build
 
