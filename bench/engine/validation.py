@@ -51,7 +51,13 @@ class LossChecks:
             self.note(f"validating {key.mode} against eager ({modes.validation_steps(key.model)} steps) ...")
             check = modes.validate_loss(key.mode, key.device, self.dataset, key.batch_size, model=key.model)
             self.done[where] = Validation(
-                "loss", check.loss, check.eager_loss, check.tolerance, check.passed, check.steps
+                "loss",
+                check.loss,
+                check.eager_loss,
+                check.tolerance,
+                check.passed,
+                check.steps,
+                scale=check.scale,
             )
         return self.done[where]
 
