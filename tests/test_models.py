@@ -206,3 +206,63 @@ def test_a_bad_spec_stops_bench_run_before_anything_with_exit_2(tmp_path: Path) 
     assert not out.exists()
     missing = run_cli("run", "--models", "nowhere/model.py:build", "--devices", "cpu", "--out", str(out))
     assert missing.returncode == 2 and "there is no file nowhere/model.py" in missing.stderr
+
+
+# --- end to end (slow) -------------------------------------------------------------------------------
+
+TINY = {"BENCH_MODEL_SIZE": "tiny"}
+DATA = ("--dataset", "fashion-mnist", "--data-dir", str(SMALL_REAL_DIR))
+
+
+@pytest.fixture(scope="module")
+def models_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three models (one with the data set, one synthetic, the user's example), eager and fused (bf16 is
+    checked on small models above: this CPU emulates it, minutes for a convolutional network)."""
+    out = tmp_path_factory.mktemp("models") / "run"
+    result = run_cli(
+        "run", "--models", f"cnn,resnet18,{EXAMPLE}", "--devices", "cpu", "--batch-sizes", "32",
+        "--workloads", "train_step,epoch", "--loaders", "resident", "--modes", "eager,fused",
+        "--passes", "1", "--max-time", "0.05", "--epoch-repeats", "1", *DATA, "--out", str(out), env=TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    return out
+
+
+@pytest.mark.slow
+def test_a_run_of_several_models_measures_each_and_skips_what_it_cannot_run(models_run: Path) -> None:
+    run = load_run(models_run)
+    cases = {case.key: case for case in run.cases}
+    assert {key.model for key in cases} == {"cnn", "resnet18", EXAMPLE}
+    for model in ("resnet18", EXAMPLE):
+        epoch = cases[CaseKey("epoch", "cpu", 32, "resident", model=model)]
+        assert epoch.status == "skipped" and "needs a data set" in (epoch.error or "")
+        step = cases[CaseKey("train_step", "cpu", 32, model=model)]
+        assert step.ok and step.flops_per_sample and step.parameters
+    assert cases[CaseKey("epoch", "cpu", 32, "resident", model="cnn")].ok
+    for key, case in cases.items():
+        if key.mode == "fused" and case.status != "skipped":
+            assert case.validations and all(v.passed for v in case.validations), (key, case.validations)
+    summary = (models_run / "summary.md").read_text()
+    assert "## Models (what a sample costs)" in summary and "| model " in summary
+    header = (models_run / "results.csv").read_text().splitlines()[0].split(",")
+    assert "model" in header and "parameters" in header
+
+
+@pytest.mark.slow
+def test_compare_pairs_cases_by_model(models_run: Path) -> None:
+    result = run_cli("compare", str(models_run), str(models_run))
+    assert result.returncode == 0, result.output
+    assert f"train_step · cpu · batch 32 · {EXAMPLE}" in result.stdout and "· resnet18" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_example_runs_data_parallel_on_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    result = run_cli(
+        "run", "--nproc", "2", "--models", EXAMPLE, "--devices", "cpu", "--workloads", "train_step",
+        "--batch-sizes", "8", "--passes", "1", "--max-time", "0.1", *DATA, "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    cases = {case.key: case for case in load_run(out).cases}
+    together = cases[CaseKey("train_step", "cpu", 8, threads=1, world_size=2, model=EXAMPLE)]
+    assert together.ok and together.samples_per_unit == 16 and together.backend == "gloo"

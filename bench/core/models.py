@@ -47,10 +47,10 @@ MODEL_TABLE = (
     ModelInfo("lstm", "an LSTM reading each image as 28 rows of 28 pixels, a linear head on the last state",
               "one layer, 128 hidden, 82,186 parameters", "the same",
               True, (16, CHAPTER_BATCH_SIZE, 256, 1024), "SGD lr 0.1 momentum 0.9", "cross-entropy"),
-    ModelInfo("resnet18", "torchvision's resnet18(weights=None), channels-last",
+    ModelInfo("resnet18", "torchvision's resnet18(weights=None, zero_init_residual=True), channels-last",
               "synthetic 3x224x224 images, 1,000 classes", "3x32x32 images, 10 classes",
               False, (16, 32, CHAPTER_BATCH_SIZE), "SGD lr 0.01 momentum 0.9", "cross-entropy"),
-    ModelInfo("resnet50", "torchvision's resnet50(weights=None), channels-last",
+    ModelInfo("resnet50", "torchvision's resnet50(weights=None, zero_init_residual=True), channels-last",
               "synthetic 3x224x224 images, 1,000 classes", "3x32x32 images, 10 classes",
               False, (16, 32, CHAPTER_BATCH_SIZE), "SGD lr 0.01 momentum 0.9", "cross-entropy"),
     ModelInfo("transformer", "a GPT-style decoder: token and position embeddings, causal pre-norm "
