@@ -1,19 +1,18 @@
 """`bench.ModelSpec`: what a model's `build(batch_size)` returns, built-in or the user's own.
 
-Torch-free at import (the tensors are only named in annotations), so `import bench` and the CLI's
-option checks stay fast; the harness moves the module and the tensors to each case's device itself.
+Torch-free, even for type checkers (the layers contract keeps torch out of bench.core), so `import
+bench` and the CLI's option checks stay fast: the torch types are named in comments, and
+`bench.measure.userspec` checks them when a spec is built. The harness moves the module and the
+tensors to each case's device itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import torch
-
-Loss = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+Loss = Callable[[Any, Any], Any]  # (outputs, targets) -> a one-element tensor
 
 
 @dataclass
@@ -26,8 +25,8 @@ class ModelSpec:
     The first dimension of `inputs` and `targets` is the batch.
     """
 
-    module: torch.nn.Module
-    inputs: torch.Tensor
-    targets: torch.Tensor
+    module: Any  # torch.nn.Module
+    inputs: Any  # torch.Tensor
+    targets: Any  # torch.Tensor
     loss: Callable[[], Loss] | None = None
-    optimizer: Callable[[Iterable[Any]], torch.optim.Optimizer] | None = None
+    optimizer: Callable[[Iterable[Any]], Any] | None = None  # parameters -> torch.optim.Optimizer

@@ -7,7 +7,7 @@ live here too, so every entry point applies the same ones. Torch-free, like the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 from bench.core.catalog import CHAPTER_BATCH_SIZE, LOADERS, PARALLEL_WORKLOADS, Timing, Workload, workload
@@ -169,13 +169,13 @@ def parallel_plan(options: Options) -> list[CaseKey]:
                     for batch_size in batch_sizes_for(model, options):
                         if not chapter_loader_planned(options, loader, batch_size):
                             continue
-                        at = {"threads": threads, "model": model}
-                        cases.append(CaseKey(name, solo, batch_size, loader, **at))
+                        one = CaseKey(name, solo, batch_size, loader, threads=threads, model=model)
+                        cases.append(one)
                         if spec.timing is Timing.RUNS:
-                            cases.append(CaseKey(name, solo, batch_size * n, loader, **at))
-                        cases.append(CaseKey(name, device, batch_size, loader, world_size=n, **at))
+                            cases.append(replace(one, batch_size=batch_size * n))
+                        cases.append(replace(one, device=device, world_size=n))
                         if options.side_by_side and spec.timing is not Timing.RUNS:
-                            cases.append(CaseKey(name, device, batch_size, loader, side_by_side=n, **at))
+                            cases.append(replace(one, device=device, side_by_side=n))
     return list(dict.fromkeys(cases))
 
 

@@ -56,7 +56,7 @@ def user_builder(name: str) -> Callable[[int], Any]:
     builder = getattr(module, function, None)
     if not callable(builder):
         raise _refuse(name, f"{where} has no function {function}")
-    return builder  # type: ignore[no-any-return]
+    return builder
 
 
 def default_loss(targets: torch.Tensor) -> Callable[[], Any]:

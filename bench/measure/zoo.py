@@ -112,6 +112,8 @@ class Decoder(nn.Module):
     """A GPT-style decoder: token and learned position embeddings, causal pre-norm encoder layers
     (PyTorch's multi-head attention runs scaled_dot_product_attention), a final norm and the LM head."""
 
+    mask: torch.Tensor  # the causal mask, a buffer (moves with the module, never saved)
+
     def __init__(self, size: DecoderSize) -> None:
         super().__init__()
         self.tokens = nn.Embedding(size.vocabulary, size.width)
