@@ -218,6 +218,7 @@ JUNK = {
     "BENCH_FAULT_DIR": ["/nonexistent/faults"],
     "BENCH_IMAGE": ["torch-bench\n# fake heading", "x" * 5000],
     "CUDA_VISIBLE_DEVICES": ["0\x1b[31m"],
+    "BENCH_MODEL_SIZE": ["ti\x1b[31mny", "x" * 5000],
 }
 
 
