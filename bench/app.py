@@ -121,12 +121,25 @@ def collect_facts(request: RunRequest) -> tuple[dict[str, Any], CheckReport]:
     return facts, check
 
 
+def check_user_models(options: Options) -> None:
+    """Each of the user's own models imported, built and run forward once before anything is measured:
+    a spec that cannot work is a UsageError naming it (exit 2), and nothing else of the run starts."""
+    from bench.core.models import is_user_spec
+    from bench.core.plan import batch_sizes_for
+    from bench.measure.userspec import check_user_model
+
+    for model in options.models:
+        if is_user_spec(model):
+            check_user_model(model, min(batch_sizes_for(model, options)))
+
+
 def run_job(request: RunRequest) -> int:
     """`bench run` in the process the user started: one process, or the supervisor of torchrun's ranks.
 
     From the claim of its folder to the last table, SIGINT, SIGTERM and SIGHUP take one path
     (bench.core.stopping): the cases finished so far are saved and rendered, and the exit status is
     128 + the signal's number."""
+    check_user_models(request.options)
     if request.plot:
         from bench.render.plots import require_matplotlib
 

@@ -219,6 +219,7 @@ JUNK = {
     "CUDA_VISIBLE_DEVICES": ["0\x1b[31m"],
     "BENCH_REDACT_SALT": ["salt\x00", "a\nb"],
     "BENCH_RESULTS_MAX_MB": ["big", "0", "-1"],
+    "BENCH_MODEL_SIZE": ["ti\x1b[31mny", "x" * 5000],
 }
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.measure.model import Net, accuracy, build_training
+from bench.measure.mlp import Net
+from bench.measure.model import accuracy, build_training
 
 
 def test_model_is_the_chapters_mlp() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -42,7 +43,9 @@ class NoStepTraining(Training):
 @pytest.fixture
 def no_step_mode(monkeypatch: pytest.MonkeyPatch) -> str:
     """Registers the test-only mode for this test (it is a fixture, not a user option)."""
-    mode = modes.Mode("no-step", lambda device, seed: build_training(device, seed, kind=NoStepTraining))
+    mode = modes.Mode(
+        "no-step", lambda device, seed, **model: build_training(device, seed, kind=NoStepTraining, **model)
+    )
     monkeypatch.setitem(modes.IMPLEMENTATIONS, "no-step", mode)
     return "no-step"
 
@@ -232,8 +235,8 @@ def test_validation_trains_on_full_batches_only(dataset: Dataset, monkeypatch: p
     sizes: list[int] = []
     real_build = modes.build
 
-    def recording(name: str, device: torch.device | str, seed: int = 0) -> Training:
-        training = real_build(name, device, seed)
+    def recording(name: str, device: torch.device | str, seed: int = 0, **model: Any) -> Training:
+        training = real_build(name, device, seed, **model)
         step = training.step
         training.step = lambda inputs, labels: sizes.append(len(labels)) or step(inputs, labels)  # type: ignore[method-assign]
         return training

@@ -284,6 +284,7 @@ class Figures:
     train_seconds_median: float | None
     test_accuracy_per_epoch: list[float]
     flops_per_sample: int | None
+    parameters: int | None
     flops_per_s: float | None
     peak_fraction: float | None
     ops_per_step: int | None
@@ -354,6 +355,7 @@ def case_figures(run: Run, case: CaseResult) -> Figures:
         ),
         test_accuracy_per_epoch=median_accuracy_per_epoch(case) if trained else [],
         flops_per_sample=case.flops_per_sample,
+        parameters=case.parameters,
         flops_per_s=flops_per_s(case) if case.ok else None,
         peak_fraction=peak_fraction(run, case) if case.ok else None,
         ops_per_step=case.ops_per_step,

@@ -28,12 +28,20 @@ from bench.cli.args import (
 from bench.core.catalog import DATA_DIR_ENV, DATASETS, LOADERS, MODES, WORKLOADS
 from bench.core.envvars import check_environment, env_int
 from bench.core.errors import UsageError
+from bench.core.models import DEFAULT_MODEL, MODELS, check_model_name
 from bench.core.plan import FULL, QUICK, Options, default_text, options_from, parallel_options
 
-HELP = "benchmark the MLP across devices, batch sizes and workloads"
+HELP = "benchmark models (the chapter's MLP by default) across devices, batch sizes and workloads"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models",
+        default=DEFAULT_MODEL,
+        help=f"comma-separated from {', '.join(MODELS)}, or all, or your own as path/to/file.py:build or "
+        "package.module:build; each model runs at its own default batch sizes unless --batch-sizes is "
+        f"given (default: {DEFAULT_MODEL}, the chapter's model)",
+    )
     parser.add_argument(
         "--devices", help=f"comma-separated: cpu, cuda (all GPUs), cuda:N ({default_text('devices')})"
     )
@@ -187,6 +195,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_models(text: str) -> tuple[str, ...]:
+    """`mlp,cnn` or `all` (every built-in model) or a user's `file.py:build`, each checked by name only
+    here (a user spec is imported and tried before anything is measured, by bench.app)."""
+    items = comma_list(text, "--models", "mlp,cnn")
+    if items == ["all"]:
+        return MODELS
+    return tuple(dict.fromkeys(check_model_name(item) for item in items))
+
+
 def ranks_in_group() -> int | None:
     """The world size when torchrun started this process as one of several ranks, else None."""
     size = env_int("WORLD_SIZE", 1)
@@ -227,6 +244,7 @@ def run_options(args: argparse.Namespace) -> Options:
             f"--target-accuracy {args.target_accuracy:g} must be a fraction in (0, 1]",
             hint="e.g. 0.8 for 80%",
         )
+    models = parse_models(args.models)
     workloads = parse_choices(args.workloads, WORKLOADS, "--workloads", "workload")
     loaders = parse_choices(args.loaders, LOADERS, "--loaders", "loader")
     modes = parse_choices(args.modes, MODES, "--modes", "mode")
@@ -240,6 +258,8 @@ def run_options(args: argparse.Namespace) -> Options:
         print(f"warning: {line}", file=sys.stderr)
     if args.side_by_side and nproc < 2:
         raise UsageError("--side-by-side needs --nproc 2 or more (how many copies run side by side)")
+    values["models"] = models
+    values["model_batch_sizes"] = args.batch_sizes is None and not args.quick
     if nproc > 1:
         return _parallel(args, values, workloads, loaders, modes, nproc)
     limited = values.pop("torchvision_batch_sizes")

@@ -94,7 +94,8 @@ MODE_PRECISION = {"bf16": "bfloat16", "tf32": "tfloat32"}  # the measured peak a
 COUNTING_RULE = (
     "the matmul work the step does: 2·m·n per sample forward for every m×n linear layer; backward 2·m·n "
     "for its weight gradient and 2·m·n for its input gradient, but none for the first layer's input (the "
-    "data); biases, ReLU, loss and optimizer not counted"
+    "data); biases, ReLU, loss and optimizer not counted; for models other than the MLP, torch's "
+    "FlopCounterMode counts every matmul, convolution and attention of the step the same way"
 )
 # `compute-bound` needs evidence: the step reaches this share of the device's measured matmul peak
 COMPUTE_BOUND_SHARE = 0.4

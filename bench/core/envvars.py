@@ -61,6 +61,10 @@ VARIABLES: dict[str, Variable] = {
             minimum=1, maximum=1 << 20,
         ),
         Variable("BENCH_REDACT_SALT", "text", "the secret salt of --redact's hashes (default: a file)", "a-secret"),
+        Variable(
+            "BENCH_MODEL_SIZE", "text", "the built-in models' size: full (the default) or tiny (tests)", "tiny",
+            strip=True,
+        ),
         Variable("BENCH_IMAGE", "text", "the container image's name (set by the Dockerfile)", "torch-bench:cpu"),
         Variable(
             "BENCH_IMAGE_FLAVOUR", "text", "the image's torch build (set by the Dockerfile)", "cpu", strip=True

@@ -1,6 +1,6 @@
 """A case's identity (`CaseKey`) and its one text form: label, pytest id, plot line, columns, order.
 
-A case is one cell of the tables: workload × device × batch size, plus every other dimension that
+A case is one cell of the tables: model × workload × device × batch size, plus every other dimension that
 changes the number. Each such dimension is declared once, in `DIMENSIONS`: its field of `CaseKey`,
 its default (the chapter's choice, which a label leaves out, so older labels stay as they were),
 how it reads in a label, in a pytest id, in a table column, and where it sorts. Everything that
@@ -10,11 +10,13 @@ functions here, so a new dimension or value shows everywhere at once. Torch-free
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from bench.core.catalog import WORKLOADS
+from bench.core.models import MODELS
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class CaseKey:
     """What identifies a case across runs: the cells of the tables and of `compare`.
 
     The dimensions after `loader` default to what the chapter does (eager mode, torch's own thread
-    count, one process), so a case that sets none of them keeps its plain label.
+    count, one process, the chapter's MLP), so a case that sets none of them keeps its plain label.
     """
 
     workload: str
@@ -33,6 +35,7 @@ class CaseKey:
     threads: int | None = None  # None: torch's default
     world_size: int = 1  # processes training one model together (DistributedDataParallel)
     side_by_side: int = 1  # independent single-process copies running at the same moment
+    model: str = "mlp"  # bench.core.models: a built-in name or the user's `file.py:build`
     # the chapter's DataLoader's settings (its own: no workers, pageable memory); torchvision loader only
     workers: int = 0
     pin_memory: bool = False
@@ -76,8 +79,14 @@ def _threads_cell(value: Any) -> str:
     return "default" if value is None else str(value)
 
 
+def _model_ident(value: Any) -> str:
+    """A model's part of a pytest id: a user spec's path reduced to characters ids keep."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", str(value)).strip("_")
+
+
 # fmt: off
 DIMENSIONS: tuple[Dimension, ...] = (
+    Dimension("model", "model", "mlp", lambda v: f" · {v}", _model_ident, sort_rank=-1),
     Dimension("mode", "mode", "eager", lambda v: f" · {v}", str, sort_rank=3),
     Dimension("threads", "threads", None, lambda v: f" · {v} threads", lambda v: f"threads{v}", sort_rank=0,
               cell=_threads_cell),
@@ -166,6 +175,8 @@ def sort_key(devices: Sequence[str], modes: Sequence[str]) -> Callable[[CaseKey]
     def position(dimension: Dimension, value: Any) -> Any:
         if dimension.field == "mode":
             return modes.index(value) if value in modes else len(modes)
+        if dimension.field == "model":  # the models table's order, the user's own after them
+            return (MODELS.index(value), "") if value in MODELS else (len(MODELS), value)
         return value if value is not None else 0
 
     return lambda key: (

@@ -7,12 +7,14 @@ live here too, so every entry point applies the same ones. Torch-free, like the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from itertools import product
 from typing import Any, ClassVar
 
 from bench.core.catalog import CHAPTER_BATCH_SIZE, LOADERS, PARALLEL_WORKLOADS, Timing, Workload, workload
 from bench.core.errors import UsageError
 from bench.core.keys import CaseKey
+from bench.core.models import DEFAULT_MODEL, model_info
 
 
 def peak_key(device: str, threads: int | None) -> str:
@@ -103,6 +105,8 @@ class Options:
     pin_memory: tuple[bool, ...] = (False,)
     persistent_workers: bool = False  # with workers: keep them between epochs
     prefetch_factor: int | None = None  # with workers: batches each prefetches (None: torch's 2)
+    models: tuple[str, ...] = (DEFAULT_MODEL,)  # bench.core.models names, or the user's file.py:build
+    model_batch_sizes: bool = False  # each model at its own default batch sizes (no --batch-sizes given)
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"allow_inf_nan": False, "extra": "forbid"}
 
@@ -118,6 +122,8 @@ class Options:
             raise ValueError("loader_workers are at least 0, and loader_workers and pin_memory are not empty")
         if self.prefetch_factor is not None and self.prefetch_factor < 1:
             raise ValueError("prefetch_factor is at least 1")
+        if not self.models:
+            raise ValueError("a run measures at least one model")
 
 
 def options_from(profile: Profile, **given: Any) -> dict[str, Any]:
@@ -159,6 +165,14 @@ def loader_settings(options: Options, loader: str | None) -> list[dict[str, Any]
     return settings
 
 
+def batch_sizes_for(model: str, options: Options) -> tuple[int, ...]:
+    """The batch sizes a model is planned at: the run's, or the model's own defaults where the user
+    gave none (the MLP's defaults are the profile's, so its plan is the chapter's)."""
+    if not options.model_batch_sizes or model == DEFAULT_MODEL:
+        return options.batch_sizes
+    return model_info(model).batch_sizes
+
+
 def solo_device(device: str) -> str:
     """The device a one-process case of a multi-process device runs on: `cuda` (one GPU per rank) -> cuda:0."""
     return "cuda:0" if device == "cuda" else device
@@ -176,41 +190,39 @@ def parallel_plan(options: Options) -> list[CaseKey]:
     for device in options.devices:
         threads = options.threads[0] if device == "cpu" else None
         solo = solo_device(device)
-        for name in options.workloads:
-            spec = workload(name)
-            for loader in variants(spec, options):
-                for batch_size in options.batch_sizes:
-                    if not chapter_loader_planned(options, loader, batch_size):
-                        continue
-                    cases.append(CaseKey(name, solo, batch_size, loader, threads=threads))
-                    if spec.timing is Timing.RUNS:
-                        cases.append(CaseKey(name, solo, batch_size * n, loader, threads=threads))
-                    cases.append(CaseKey(name, device, batch_size, loader, threads=threads, world_size=n))
-                    if options.side_by_side and spec.timing is not Timing.RUNS:
-                        cases.append(
-                            CaseKey(name, device, batch_size, loader, threads=threads, side_by_side=n)
-                        )
+        for model in options.models:
+            for name in options.workloads:
+                spec = workload(name)
+                for loader in variants(spec, options):
+                    for batch_size in batch_sizes_for(model, options):
+                        if not chapter_loader_planned(options, loader, batch_size):
+                            continue
+                        one = CaseKey(name, solo, batch_size, loader, threads=threads, model=model)
+                        cases.append(one)
+                        if spec.timing is Timing.RUNS:
+                            cases.append(replace(one, batch_size=batch_size * n))
+                        cases.append(replace(one, device=device, world_size=n))
+                        if options.side_by_side and spec.timing is not Timing.RUNS:
+                            cases.append(replace(one, device=device, side_by_side=n))
     return list(dict.fromkeys(cases))
 
 
 def plan(options: Options) -> list[CaseKey]:
-    """Cases in execution order: device, threads, workload, loader, mode, batch size."""
+    """Cases in execution order: device, threads, model, workload, loader, mode, batch size."""
     if options.nproc > 1:
         return parallel_plan(options)
     cases = []
     for device in options.devices:
-        for threads in options.threads if device == "cpu" else (None,):
-            for name in options.workloads:
-                spec = workload(name)
-                for loader in variants(spec, options):
-                    for mode in options.modes:
-                        for batch_size in options.batch_sizes:
-                            if not chapter_loader_planned(options, loader, batch_size):
-                                continue
-                            for setting in loader_settings(options, loader):
-                                cases.append(
-                                    CaseKey(name, device, batch_size, loader, mode, threads, **setting)
-                                )
+        thread_counts = options.threads if device == "cpu" else (None,)
+        for threads, model, name in product(thread_counts, options.models, options.workloads):
+            for loader, mode in product(variants(workload(name), options), options.modes):
+                for batch_size in batch_sizes_for(model, options):
+                    if not chapter_loader_planned(options, loader, batch_size):
+                        continue
+                    cases += [
+                        CaseKey(name, device, batch_size, loader, mode, threads, model=model, **setting)
+                        for setting in loader_settings(options, loader)
+                    ]
     return cases
 
 

@@ -82,6 +82,8 @@ class Validation:
     passed: bool
     steps: int | None = None
     against: str = "eager"  # what the reference figure is: eager, or one process at the global batch
+    scale: float | None = None  # loss: what the difference is relative to (None: the reference; else
+    # eager's first loss, for a model trained over and over on one synthetic batch)
 
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
 
@@ -89,7 +91,8 @@ class Validation:
     def difference(self) -> float:
         if self.check == "accuracy":
             return abs(self.value - self.reference)
-        return abs(self.value - self.reference) / abs(self.reference) if self.reference else math.inf
+        scale = abs(self.scale if self.scale is not None else self.reference)
+        return abs(self.value - self.reference) / scale if scale else math.inf
 
     def describe(self) -> str:
         if self.check == "accuracy":
@@ -97,9 +100,10 @@ class Validation:
                 f"final test accuracy {self.value:.2%} vs {self.against}'s {self.reference:.2%} "
                 f"(difference {self.difference * 100:.2f} points, allowed {self.tolerance * 100:.1f})"
             )
+        relative = "" if self.scale is None else f" of its first loss {self.scale:.5g}"
         return (
             f"loss after {self.steps} steps {self.value:.5g} vs {self.against}'s {self.reference:.5g} "
-            f"(difference {self.difference:.2g}, allowed {self.tolerance:.2g})"
+            f"(difference {self.difference:.2g}{relative}, allowed {self.tolerance:.2g})"
         )
 
 

@@ -38,6 +38,7 @@ class CaseResult:
     flops_per_sample: int | None = None  # model FLOPs (bench.measure.efficiency.COUNTING_RULE)
     ops_per_step: int | None = None  # ATen ops one step (or call) dispatches, counted once, untimed
     kernels_per_step: int | None = None  # on a GPU: kernels one step (or call) launches, by the profiler
+    parameters: int | None = None  # the model's parameters (elements), counted once, untimed
     validations: list[Validation] = field(default_factory=list)
     profiles: list[str] = field(default_factory=list)  # --profile: its trace and op table, in the run folder
     backend: str | None = None  # processes at once: the torch.distributed backend (gloo, nccl)

@@ -40,11 +40,11 @@ from bench.measure.data import Dataset
 from bench.measure.data_clocks import CudaEventDataClock, HostDataClock
 from bench.measure.devices import device_clock, synchronize
 from bench.measure.energy import EnergyMeter
-from bench.measure.loaders import ResidentBatches, fixed_batch
+from bench.measure.loaders import ResidentBatches
 from bench.measure.memory import MemoryMonitor
 from bench.measure.model import Training, build_training
 from bench.measure.records import Measured, Placement, measure_epochs, measure_runs
-from bench.measure.workloads import STEPS, WARMUP_CALLS, EpochSource
+from bench.measure.workloads import STEPS, WARMUP_CALLS, EpochSource, case_batch
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=env_float("BENCH_COLLECTIVE_TIMEOUT_S", 30))
 SOLO_TIMEOUT = datetime.timedelta(hours=2)  # the other ranks waiting while rank 0 measures a one-process case
@@ -118,19 +118,21 @@ class World:
             dist.destroy_process_group()
 
 
-def ddp_training(world: World, seed: int = 0) -> Training:
-    """The chapter's model wrapped in DistributedDataParallel; the optimizer over the same parameters."""
+def ddp_training(world: World, key: CaseKey, seed: int = 0) -> Training:
+    """The case's model wrapped in DistributedDataParallel; the optimizer over the same parameters."""
     from torch.nn.parallel import DistributedDataParallel
 
-    base = build_training(world.device, seed)
+    base = build_training(world.device, seed, model=key.model, batch_size=key.batch_size)
     device_ids = [world.device.index] if world.device.type == "cuda" else None
     wrapped = DistributedDataParallel(base.net, device_ids=device_ids)
-    return Training(net=wrapped, criterion=base.criterion, optimizer=base.optimizer, device=world.device)  # type: ignore[arg-type]
+    return replace(base, net=wrapped)
 
 
 def training_for(world: World, key: CaseKey, seed: int = 0) -> Training:
     """Data-parallel cases train one model together; side-by-side copies each train their own."""
-    return ddp_training(world, seed) if key.world_size > 1 else build_training(world.device, seed)
+    if key.world_size > 1:
+        return ddp_training(world, key, seed)
+    return build_training(world.device, seed, model=key.model, batch_size=key.batch_size)
 
 
 def allreduce_seconds(world: World, flat: torch.Tensor, calls: int) -> float:
@@ -275,12 +277,12 @@ class ParallelMeasure:
         monitor = MemoryMonitor(world.device)
         with monitor:
             training = training_for(world, key)
-            inputs, labels = fixed_batch(
-                self.dataset, key.batch_size, world.device, offset=world.rank * key.batch_size
+            inputs, labels = case_batch(
+                training, self.dataset, key.batch_size, world.device, offset=world.rank * key.batch_size
             )
             step = STEPS[workload(key.workload).step or ""](training, inputs, labels)
-            for _ in range(WARMUP_CALLS):
-                step()
+            for _ in range(WARMUP_CALLS):  # a fixed count: a rank stopping early would leave the others
+                step()  # waiting in an all-reduce
             synchronize(world.device)
             with Watch() as watch:  # this rank's threads; rank 0's record keeps its own
                 per_call, calls = lockstep_rounds(

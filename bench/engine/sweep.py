@@ -18,6 +18,7 @@ from typing import Any
 from bench.core.catalog import STOPPING_STATUSES, Status
 from bench.core.errors import WriteFailure, one_line
 from bench.core.keys import CaseKey
+from bench.core.models import cannot_run
 from bench.core.plan import Item, Options, is_retry, schedule
 from bench.core.results import CaseResult, Run
 from bench.core.store import save_run
@@ -73,7 +74,8 @@ class Sweep:
 
     def decide(self, item: Item) -> str:
         """What to do with an item: `done` (measured before a resume), `stopped` (its case failed for good),
-        `parallel` (every rank measures it together) or `solo` (one process)."""
+        `skip` (its model cannot run its workload), `parallel` (every rank measures it together) or
+        `solo` (one process)."""
         earlier = self.run.case(item.key)
         if earlier is not None and item_recorded(earlier, item):
             return "done"
@@ -81,6 +83,8 @@ class Sweep:
             return "done"  # its passes got their CPUs: the slot is not needed
         if earlier is not None and earlier.status in STOPPING_STATUSES:
             return "stopped"
+        if cannot_run(item.key.model, item.key.workload):
+            return "skip"
         return "parallel" if item.key.processes > 1 else "solo"
 
     def measure(self, item: Item, benchmark: Any | None) -> CaseResult | None:
@@ -100,6 +104,11 @@ class Sweep:
         if decision == "stopped" and earlier is not None:  # an OOM will not fit next pass either
             self.progress.note(f"skipped: {str(earlier.status).upper()} in an earlier pass")
             return earlier
+        reason = cannot_run(key.model, key.workload)
+        if decision == "skip" and reason:
+            self.record_failure(key, Status.SKIPPED, reason)
+            self.progress.note(f"skipped: {reason}")
+            return self.run.case(key)
         start = time.perf_counter()
         self.run.in_progress = key
         self.save()  # if this process dies now, the file says where

@@ -36,22 +36,28 @@ def item_recorded(case: CaseResult, item: Item) -> bool:
 
 
 class LossChecks:
-    """Each mode's loss check against eager, done once per device, mode and batch size."""
+    """Each mode's loss check against eager, done once per model, device, mode and batch size."""
 
     def __init__(self, dataset: Dataset, note: Callable[[str], None]) -> None:
         self.dataset, self.note = dataset, note
-        self.done: dict[tuple[str, str, int], Validation] = {}
+        self.done: dict[tuple[str, str, str, int], Validation] = {}
 
     def of(self, key: CaseKey) -> Validation | None:
         """The check of `key`'s mode (None for eager)."""
         if key.mode == "eager":
             return None
-        where = (key.device, key.mode, key.batch_size)
+        where = (key.model, key.device, key.mode, key.batch_size)
         if where not in self.done:
-            self.note(f"validating {key.mode} against eager ({modes.VALIDATION_STEPS} steps) ...")
-            check = modes.validate_loss(key.mode, key.device, self.dataset, key.batch_size)
+            self.note(f"validating {key.mode} against eager ({modes.validation_steps(key.model)} steps) ...")
+            check = modes.validate_loss(key.mode, key.device, self.dataset, key.batch_size, model=key.model)
             self.done[where] = Validation(
-                "loss", check.loss, check.eager_loss, check.tolerance, check.passed, check.steps
+                "loss",
+                check.loss,
+                check.eager_loss,
+                check.tolerance,
+                check.passed,
+                check.steps,
+                scale=check.scale,
             )
         return self.done[where]
 

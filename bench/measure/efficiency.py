@@ -1,6 +1,9 @@
 """What the hardware can do, measured on the device in the same run, and what a case's work is.
 
-The counting rule (`catalog.COUNTING_RULE`): the matmul work the step really does. A linear layer of
+The counting rule (`catalog.COUNTING_RULE`): the matmul work the step really does. For the chapter's
+MLP it is exact from its shapes (below); for every other model torch's FlopCounterMode counts it once
+per model and batch shape (`counted_flops_per_sample`), which applies the same rule to every matmul,
+convolution and attention it dispatches. A linear layer of
 `m × n` weights does 2·m·n FLOPs per sample forward; backward, 2·m·n for its weight gradient and
 2·m·n for its input gradient, except the first layer, whose input is the data (autograd computes no
 gradient for it). Biases, ReLU, the loss and the SGD update are not counted. For the chapter's MLP
@@ -27,6 +30,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from bench.core.results import Peaks
 from bench.measure.devices import device_clock, synchronize
 from bench.measure.kernels import kernel_floor
+from bench.measure.mlp import Net
+from bench.measure.model import preserved
 
 MATMUL_SIZES = {"cpu": (512, 4096), "cuda": (4096, 16384)}  # smallest and largest side tried
 MATMUL_MIN_S = 0.02  # the matmul grows until one takes this long
@@ -47,6 +52,27 @@ def flops_per_sample(net: nn.Module, backward: bool) -> int:
     if not backward:
         return forward
     return forward + 2 * sum(layers) + 2 * sum(layers[1:])
+
+
+def counted_flops_per_sample(
+    training: Any, inputs: torch.Tensor, labels: torch.Tensor, backward: bool
+) -> int:
+    """A case's FLOPs per sample: the MLP's exact count (`flops_per_sample`), any other model's counted
+    once on its batch by `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions, attention),
+    untimed, its weights and buffers put back afterwards."""
+    if isinstance(training.net, Net):
+        return flops_per_sample(training.net, backward)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with preserved(training), FlopCounterMode(display=False) as counter:
+        if backward:
+            training.forward_backward(inputs, labels)
+        else:
+            with torch.no_grad():
+                training.forward(inputs)
+    training.optimizer.zero_grad(set_to_none=True)
+    synchronize_all()
+    return round(counter.get_total_flops() / max(len(inputs), 1))
 
 
 class _OpCounter(TorchDispatchMode):

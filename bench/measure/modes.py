@@ -26,152 +26,28 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from bench.core.catalog import MODES
+from bench.core.catalog import CHAPTER_BATCH_SIZE, MODES
 from bench.core.errors import one_line
+from bench.core.models import DEFAULT_MODEL, model_info
 from bench.measure.data import Dataset
-from bench.measure.devices import side_stream, synchronize
+from bench.measure.devices import synchronize
 from bench.measure.efficiency import precision
 from bench.measure.loaders import ResidentBatches
-from bench.measure.model import Training, build_training, preserved
+from bench.measure.model import Training, build_training
+from bench.measure.wrapped import AutocastTraining, CompiledTraining, GraphedTraining
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 VALIDATION_STEPS = 200
+SYNTHETIC_VALIDATION_STEPS = 20  # a model without the data set trains on its one batch: fewer, costlier steps
 VALIDATION_SEED = 7
-
-
-class AutocastTraining(Training):
-    """The forward and the loss under `torch.autocast` to bfloat16; backward and update as usual."""
-
-    def autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        with self.autocast():
-            return super().forward(inputs)
-
-    def loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with self.autocast():
-            return super().loss(inputs, labels)
-
-
-class CompiledTraining:
-    """The chapter's training compiled with `torch.compile`; the first call of each shape is the compile."""
-
-    def __init__(self, base: Training) -> None:
-        # Dynamo keeps its compiled code per code object, and every Training's `step` shares one: after
-        # 8 instances (its recompile limit) it would run the 9th in eager without a word, and "compile"
-        # would time eager. Each instance starts from empty in-memory caches (the on-disk caches keep a
-        # recompile short), and a limit hit all the same is an error, never a silent fallback.
-        torch._dynamo.reset()
-        if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit"):  # torch 2.6 and newer
-            torch._dynamo.config.fail_on_recompile_limit_hit = True
-        self.base = base
-        self.net, self.device, self.optimizer = base.net, base.device, base.optimizer
-        self.compile_s = 0.0
-        self._compiled: dict[str, Callable[..., torch.Tensor]] = {
-            "forward": torch.compile(base.forward),
-            "forward_backward": torch.compile(base.forward_backward),
-            "step": torch.compile(base.step),
-        }
-        self._seen: set[tuple[Any, ...]] = set()
-
-    def _call(self, name: str, *tensors: torch.Tensor) -> torch.Tensor:
-        shape = (name, torch.is_grad_enabled(), *(tuple(t.shape) for t in tensors))
-        if shape in self._seen:
-            return self._compiled[name](*tensors)
-        start = time.perf_counter()
-        result = self._compiled[name](*tensors)
-        synchronize(self.device)
-        self.compile_s += time.perf_counter() - start
-        self._seen.add(shape)
-        return result
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self._call("forward", inputs)
-
-    def forward_backward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self._call("forward_backward", inputs, labels)
-
-    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self._call("step", inputs, labels)
-
-
-class GraphedTraining:
-    """Each call captured once per batch shape as a CUDA graph on static buffers, then replayed.
-
-    Capture follows PyTorch's whole-network recipe: warm-up iterations on a side stream (their
-    effect on the weights undone), gradients set to none, then the step (loss, backward, SGD
-    update) recorded; replay writes fresh gradients and updates the weights in place.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, base: Training) -> None:
-        self.base = base
-        self.net, self.device, self.optimizer = base.net, base.device, base.optimizer
-        self.compile_s = 0.0  # capture time, reported like compilation
-        self._graphs: dict[
-            tuple[Any, ...], tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]
-        ] = {}
-
-    def _replay(self, name: str, body: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
-        key = (name, torch.is_grad_enabled(), *(tuple(t.shape) for t in tensors))
-        entry = self._graphs.get(key)
-        if entry is None:
-            start = time.perf_counter()
-            entry = self._graphs[key] = self._capture(body, tensors)
-            self.compile_s += time.perf_counter() - start
-        graph, static, output = entry
-        for buffer, tensor in zip(static, tensors, strict=True):
-            buffer.copy_(tensor, non_blocking=True)
-        graph.replay()
-        return output
-
-    def _capture(
-        self, body: Callable[..., torch.Tensor], tensors: tuple[torch.Tensor, ...]
-    ) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]:
-        static = [t.detach().clone() for t in tensors]
-        with preserved(self.base):
-            side = side_stream(self.device)  # one per device: a new one costs a cuBLAS workspace
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(self.WARMUP):
-                    self.base.optimizer.zero_grad(set_to_none=True)
-                    body(*static)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            self.base.optimizer.zero_grad(set_to_none=True)  # the captured backward writes fresh gradients
-            with torch.cuda.graph(graph):
-                output = body(*static)
-        synchronize(self.device)
-        return graph, static, output
-
-    def _update(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = self.base.loss(inputs, labels)
-        loss.backward()
-        self.base.optimizer.step()
-        return loss
-
-    def _gradients(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = self.base.loss(inputs, labels)
-        loss.backward()
-        return loss
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self._replay("forward", self.base.forward, inputs)
-
-    def forward_backward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self._replay("forward_backward", self._gradients, inputs, labels)
-
-    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self._replay("step", self._update, inputs, labels)
 
 
 # --- the modes -----------------------------------------------------------------------------------
@@ -254,27 +130,29 @@ class Mode:
     """One way to run the same training. `loss_tolerance`: relative, against eager, after the validation steps."""
 
     name: str
-    build: Callable[[torch.device, int], Any]
+    build: Callable[..., Any]  # (device, seed, model=..., batch_size=...) -> the training object
     unsupported: Callable[[torch.device], str | None] = lambda device: None
     loss_tolerance: float = 1e-3
     context: Callable[[], AbstractContextManager[Any]] = nullcontext
 
 
-def _eager(device: torch.device, seed: int) -> Training:
-    return build_training(device, seed)
+def _eager(device: torch.device, seed: int, **model: Any) -> Training:
+    return build_training(device, seed, **model)
 
 
+# fmt: off
 IMPLEMENTATIONS: dict[str, Mode] = {
     mode.name: mode
     for mode in (
         Mode("eager", _eager),
-        Mode("compile", lambda d, s: CompiledTraining(build_training(d, s)), _compile_support, 1e-3),
-        Mode("fused", lambda d, s: build_training(d, s, fused=True), _fused_support, 1e-3),
-        Mode("bf16", lambda d, s: build_training(d, s, kind=AutocastTraining), _bf16_support, 3e-2),
+        Mode("compile", lambda d, s, **m: CompiledTraining(build_training(d, s, **m)), _compile_support, 1e-3),
+        Mode("fused", lambda d, s, **m: build_training(d, s, fused=True, **m), _fused_support, 1e-3),
+        Mode("bf16", lambda d, s, **m: build_training(d, s, kind=AutocastTraining, **m), _bf16_support, 3e-2),
         Mode("tf32", _eager, _tf32_support, 1e-2, context=lambda: precision("tfloat32")),
-        Mode("cuda-graph", lambda d, s: GraphedTraining(build_training(d, s)), _cuda_only, 1e-3),
+        Mode("cuda-graph", lambda d, s, **m: GraphedTraining(build_training(d, s, **m)), _cuda_only, 1e-3),
     )
 }
+# fmt: on
 assert tuple(IMPLEMENTATIONS) == MODES, "bench.catalog.MODES names the modes implemented here"
 
 
@@ -282,9 +160,16 @@ def mode(name: str) -> Mode:
     return IMPLEMENTATIONS[name]
 
 
-def build(name: str, device: torch.device | str, seed: int = 0) -> Any:
-    """The training object of mode `name`: what every workload calls."""
-    return IMPLEMENTATIONS[name].build(torch.device(device), seed)
+def build(
+    name: str,
+    device: torch.device | str,
+    seed: int = 0,
+    model: str = DEFAULT_MODEL,
+    batch_size: int = CHAPTER_BATCH_SIZE,
+) -> Any:
+    """The training object of mode `name` for `model` (its own example at `batch_size`): what every
+    workload calls."""
+    return IMPLEMENTATIONS[name].build(torch.device(device), seed, model=model, batch_size=batch_size)
 
 
 def unsupported(name: str, device: torch.device | str) -> str | None:
@@ -307,51 +192,90 @@ def compiled_graphs() -> int:
 
 @dataclass(frozen=True)
 class LossCheck:
-    """A mode's mean loss over the last validation steps against eager's, from the same seed and batches."""
+    """A mode's mean loss over the last validation steps against eager's, from the same seed and batches.
+
+    `scale`: what the difference is relative to; None: eager's loss. A model trained over and over on
+    its one synthetic batch drives that loss towards zero, where any rounding is a large relative
+    difference: there it is eager's first loss, the size of what training removed.
+    """
 
     loss: float
     eager_loss: float
     tolerance: float
     steps: int
+    scale: float | None = None
 
     @property
     def difference(self) -> float:
-        return abs(self.loss - self.eager_loss) / abs(self.eager_loss) if self.eager_loss else float("inf")
+        scale = abs(self.scale if self.scale is not None else self.eager_loss)
+        return abs(self.loss - self.eager_loss) / scale if scale else float("inf")
 
     @property
     def passed(self) -> bool:
         return self.difference <= self.tolerance
 
 
-def validation_losses(
-    name: str, device: torch.device | str, dataset: Dataset, batch_size: int, steps: int = VALIDATION_STEPS
-) -> float:
-    """The mean loss of the last ten of `steps` training steps of mode `name`, seed and batches fixed."""
-    training = build(name, device, seed=0)
+def _batches(training: Any, dataset: Dataset, batch_size: int, device: torch.device | str) -> Iterator[Batch]:
+    """The validation's batches: the data set's, shuffled from a fixed seed, or the model's own example
+    over and over. The ragged last batch of each epoch is left out where there are full ones: for
+    cuda-graph it was a second capture and for compile a recompile, for a check that needs one shape."""
+    if training.example is not None:
+        while True:
+            yield training.example
     batches = ResidentBatches(dataset.train_images, dataset.train_labels, device, seed=VALIDATION_SEED)
-    # The ragged last batch of each epoch is left out where there are full ones: for cuda-graph it was a
-    # second capture and for compile a recompile, for a check that needs one shape only.
     whole = len(dataset.train_labels) >= batch_size
-    tail: list[torch.Tensor] = []
-    done = 0
+    while True:
+        for inputs, labels in batches.batches(batch_size):
+            if not whole or len(labels) == batch_size:
+                yield inputs, labels
+
+
+def validation_steps(model: str) -> int:
+    """Steps of a loss check: VALIDATION_STEPS on the data set, fewer on a synthetic model's one batch."""
+    return VALIDATION_STEPS if model_info(model).has_dataset else SYNTHETIC_VALIDATION_STEPS
+
+
+def validation_losses(
+    name: str,
+    device: torch.device | str,
+    dataset: Dataset,
+    batch_size: int,
+    steps: int = VALIDATION_STEPS,
+    model: str = DEFAULT_MODEL,
+) -> float:
+    """The mean loss of the last steps (ten, or a quarter) of `steps` training steps of mode `name`,
+    seed and batches fixed."""
+    return _losses(name, device, dataset, batch_size, steps, model)[0]
+
+
+def _losses(
+    name: str, device: torch.device | str, dataset: Dataset, batch_size: int, steps: int, model: str
+) -> tuple[float, float]:
+    """(the mean loss of the last steps, the first step's loss) of mode `name`, seed and batches fixed."""
+    training = build(name, device, seed=0, model=model, batch_size=batch_size)
+    last = min(10, max(1, steps // 4))
+    losses: list[torch.Tensor] = []
     with IMPLEMENTATIONS[name].context():
-        while done < steps:
-            for inputs, labels in batches.batches(batch_size):
-                if whole and len(labels) != batch_size:
-                    continue
-                loss = training.step(inputs, labels)
-                done += 1
-                if done > steps - 10:
-                    tail.append(loss.detach().float().clone())
-                if done >= steps:
-                    break
-    return statistics.fmean(float(value) for value in tail)
+        for done, (inputs, labels) in enumerate(_batches(training, dataset, batch_size, device), start=1):
+            loss = training.step(inputs, labels)
+            if done == 1 or done > steps - last:
+                losses.append(loss.detach().float().clone())
+            if done >= steps:
+                break
+    return statistics.fmean(float(value) for value in losses[-last:]), float(losses[0])
 
 
 def validate_loss(
-    name: str, device: torch.device | str, dataset: Dataset, batch_size: int, steps: int = VALIDATION_STEPS
+    name: str,
+    device: torch.device | str,
+    dataset: Dataset,
+    batch_size: int,
+    steps: int | None = None,
+    model: str = DEFAULT_MODEL,
 ) -> LossCheck:
     """Eager and mode `name` trained side by side from the same seed on the same batches."""
-    eager = validation_losses("eager", device, dataset, batch_size, steps)
-    other = validation_losses(name, device, dataset, batch_size, steps)
-    return LossCheck(other, eager, IMPLEMENTATIONS[name].loss_tolerance, steps)
+    steps = steps or validation_steps(model)
+    eager, first = _losses("eager", device, dataset, batch_size, steps, model)
+    other = validation_losses(name, device, dataset, batch_size, steps, model)
+    scale = None if model_info(model).has_dataset else first
+    return LossCheck(other, eager, IMPLEMENTATIONS[name].loss_tolerance, steps, scale)

@@ -72,7 +72,8 @@ def profile_case(key: CaseKey, dataset: Dataset, folder: Path) -> list[str]:
     `folder`. Run inside the case's context (mode, threads, current device), after its timed passes."""
     device = torch.device(key.device)
     workload = key.workload if key.workload in ("forward", "forward_backward", "train_step") else "train_step"
-    step = make_step(workload, dataset, device, key.batch_size, modes.build(key.mode, device))
+    training = modes.build(key.mode, device, 0, key.model, key.batch_size)
+    step = make_step(workload, dataset, device, key.batch_size, training)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities, record_shapes=True, profile_memory=True) as profiler:
         for _ in range(PROFILED_STEPS):

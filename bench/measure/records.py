@@ -30,14 +30,22 @@ from bench.env.contention import Watch
 from bench.measure import modes
 from bench.measure.data import Dataset
 from bench.measure.devices import synchronize
-from bench.measure.efficiency import count_ops, flops_per_sample
+from bench.measure.efficiency import count_ops, counted_flops_per_sample
 from bench.measure.energy import EnergyMeter
 from bench.measure.health_watch import DeviceWatch
 from bench.measure.kernels import count_kernels
-from bench.measure.loaders import LoaderSettings, fixed_batch
+from bench.measure.loaders import LoaderSettings
 from bench.measure.memory import MemoryMonitor
 from bench.measure.model import Training
-from bench.measure.workloads import EpochSource, Hooks, make_epochs, make_step, time_epochs, train_epochs
+from bench.measure.workloads import (
+    EpochSource,
+    Hooks,
+    case_batch,
+    make_epochs,
+    make_step,
+    time_epochs,
+    train_epochs,
+)
 
 
 @contextmanager
@@ -95,7 +103,7 @@ def one_process(key: CaseKey, dataset: Dataset) -> Placement:
     device = torch.device(key.device)
     return Placement(
         device=device,
-        build=lambda seed: modes.build(key.mode, device, seed),
+        build=lambda seed: modes.build(key.mode, device, seed, key.model, key.batch_size),
         source=lambda seed: make_epochs(
             key.loader or "", dataset, device, key.batch_size, seed=seed, settings=LoaderSettings.of(key)
         ),
@@ -105,15 +113,20 @@ def one_process(key: CaseKey, dataset: Dataset) -> Placement:
 def step_facts(
     key: CaseKey, dataset: Dataset, training: Any, call: Callable[[], Any] | None = None
 ) -> dict[str, int | None]:
-    """FLOPs per sample, ATen ops and (on a GPU) kernels per call of this case's model and mode, counted
-    untimed: those of `call` (the timed callable of a round, already warm), or else of one training step
-    on a fixed batch after a first one (so an epoch's or a training run's count leaves out capture)."""
+    """FLOPs per sample, parameters, ATen ops and (on a GPU) kernels per call of this case's model and
+    mode, counted untimed: those of `call` (the timed callable of a round, already warm), or else of one
+    training step on a fixed batch after a first one (so an epoch's or a training run's count leaves out
+    capture)."""
+    inputs, labels = case_batch(training, dataset, key.batch_size, key.device)
     if call is None:
-        inputs, labels = fixed_batch(dataset, key.batch_size, key.device)
         call = lambda: training.step(inputs, labels)  # noqa: E731
         call()  # a capture or a compilation happens now, not in what is counted
+    backward = workload(key.workload).backward
     return {
-        "flops_per_sample": flops_per_sample(training.net, workload(key.workload).backward),
+        "flops_per_sample": counted_flops_per_sample(
+            getattr(training, "base", training), inputs, labels, backward
+        ),
+        "parameters": sum(p.numel() for p in training.net.parameters()),
         "ops_per_step": count_ops(call),
         "kernels_per_step": count_kernels(call, key.device),
     }
@@ -137,7 +150,7 @@ def measure_rounds(
         raise RuntimeError("workloads timed in rounds are timed by pytest-benchmark; no fixture was given")
     monitor = MemoryMonitor(key.device)
     with monitor:
-        training = modes.build(key.mode, key.device)
+        training = modes.build(key.mode, key.device, model=key.model, batch_size=key.batch_size)
         step = make_step(key.workload, dataset, key.device, key.batch_size, training)
         graphs = modes.compiled_graphs() if key.mode == "compile" else None
         gc.collect()  # pytest-benchmark keeps the collector off during the rounds (disable_gc)

@@ -1,4 +1,4 @@
-"""The timed work, on the chapter's model, loss and optimizer. Measures; never prints or formats.
+"""The timed work, on a model with its loss and optimizer (the chapter's MLP by default). Measures; never prints or formats.
 
 * workloads timed in rounds (`forward`, `forward_backward`, `train_step`): `STEPS[name]` turns a
   model and one fixed batch already on the device into a zero-argument callable; pytest-benchmark
@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -41,6 +42,7 @@ from bench.measure.loaders import (
 from bench.measure.model import Training, accuracy, build_training, preserved
 
 WARMUP_CALLS = 10
+WARMUP_BUDGET_S = 2.0  # a slow step (a large model on a CPU) warms up with fewer calls, at least two
 WARMUP_BATCHES = 5
 
 Batches = Iterable[Batch]
@@ -78,21 +80,43 @@ STEPS: dict[str, Callable[[Training, torch.Tensor, torch.Tensor], Step]] = {
 }
 
 
+def case_batch(
+    training: Any, dataset: Dataset, batch_size: int, device: torch.device | str, offset: int = 0
+) -> Batch:
+    """The fixed batch a step is timed on: the model's own example, or `batch_size` training images."""
+    example = getattr(training, "example", None)
+    if example is not None:
+        return example
+    return fixed_batch(dataset, batch_size, device, offset=offset)
+
+
+def warm_up_step(step: Step, device: torch.device | str) -> None:
+    """Lazy init, allocator growth, compiling and capturing paid before the clock starts: WARMUP_CALLS
+    calls, or as many (two at least) as fit in WARMUP_BUDGET_S for a step that takes long."""
+    start = time.perf_counter()
+    for call in range(WARMUP_CALLS):
+        step()
+        if call >= 1:
+            synchronize(device)
+            if time.perf_counter() - start > WARMUP_BUDGET_S:
+                break
+    synchronize(device)
+
+
 def make_step(
     name: str, dataset: Dataset, device: torch.device | str, batch_size: int, training: Training | None = None
 ) -> Step:
-    """The callable a workload timed in rounds times, warmed up: lazy init and allocator growth are paid here.
+    """The callable a workload timed in rounds times, warmed up (`warm_up_step`).
 
     It works on `training` (a fresh chapter model by default).
     """
     spec = workload(name)
     if spec.step is None:
         raise ValueError(f"{name!r} is not timed in rounds: it has no step")
-    inputs, labels = fixed_batch(dataset, batch_size, device)
-    step = STEPS[spec.step](training or build_training(device), inputs, labels)
-    for _ in range(WARMUP_CALLS):
-        step()
-    synchronize(device)
+    training = training or build_training(device)
+    inputs, labels = case_batch(training, dataset, batch_size, device)
+    step = STEPS[spec.step](training, inputs, labels)
+    warm_up_step(step, device)
     return step
 
 

@@ -139,6 +139,14 @@ def train_table(run: Run, fmt: str = "github") -> str | None:
     return case_table(run, trains, [DEVICE], after, fmt)
 
 
+MODEL = Column("model", lambda c: c.case.key.model)
+
+
+def models_of(run: Run) -> list[str]:
+    """The models a run measured, in the order of its cases."""
+    return list(dict.fromkeys(case.key.model for case in run.cases)) or ["mlp"]
+
+
 SCALING_COLUMNS = [
     WORKLOAD,
     DEVICE,
@@ -169,7 +177,12 @@ def _is_spread(case: CaseResult) -> bool:
 def scaling_table(run: Run, fmt: str = "github") -> str | None:
     """Cases across processes against their one-process case: total samples/s, efficiency, communication."""
     spread = [c for c in run.cases if _is_spread(c)]
-    return case_table(run, spread, SCALING_COLUMNS, [], fmt, dimensions=False) if spread else None
+    if not spread:
+        return None
+    columns = (
+        SCALING_COLUMNS if models_of(run) == ["mlp"] else [SCALING_COLUMNS[0], MODEL, *SCALING_COLUMNS[1:]]
+    )
+    return case_table(run, spread, columns, [], fmt, dimensions=False)
 
 
 def modes_table(run: Run, fmt: str = "github") -> str | None:
@@ -178,15 +191,15 @@ def modes_table(run: Run, fmt: str = "github") -> str | None:
         return None
     modes = ordered((c.key.mode for c in run.cases), list(run.options.modes))
     threads_varied = any(c.key.threads is not None for c in run.cases)
+    models_varied = models_of(run) != ["mlp"]
     order = sort_key(devices_of(run), list(run.options.modes))
     rows: dict[tuple[Any, ...], dict[str, CaseResult]] = {}
     for case in sorted(run.cases, key=lambda c: order(c.key)):
         key = case.key
-        rows.setdefault((key.device, key.threads, key.workload, key.loader, key.batch_size), {})[key.mode] = (
-            case
-        )
+        where = (key.device, key.threads, key.model, key.workload, key.loader, key.batch_size)
+        rows.setdefault(where, {})[key.mode] = case
     lines = []
-    for (device, threads, name, loader, batch), by_mode in rows.items():
+    for (device, threads, model, name, loader, batch), by_mode in rows.items():
         eager = by_mode.get("eager")
         valid = {m: c.samples_per_s for m, c in by_mode.items() if c.samples_per_s}
         best = max(valid, key=lambda m: valid[m]) if len(valid) > 1 else None
@@ -200,9 +213,14 @@ def modes_table(run: Run, fmt: str = "github") -> str | None:
             if eager is not None and eager.samples_per_s and mode != "eager" and cell_case.samples_per_s:
                 cell += f" ({cell_case.samples_per_s / eager.samples_per_s:.2f}x)"
             cells.append(cell + (BEST_MARK if mode == best else ""))
-        start = [device, *([threads or "default"] if threads_varied else []), name, loader or "–", batch]
-        lines.append([*start, *cells])
-    headers = ["device", *(["threads"] if threads_varied else []), "workload", "loader", "batch", *modes]
+        start = [
+            device,
+            *([threads or "default"] if threads_varied else []),
+            *([model] if models_varied else []),
+        ]
+        lines.append([*start, name, loader or "–", batch, *cells])
+    headers = ["device", *(["threads"] if threads_varied else []), *(["model"] if models_varied else [])]
+    headers += ["workload", "loader", "batch", *modes]
     return render(lines, headers, fmt)
 
 

@@ -17,6 +17,7 @@ from bench.render import sections
 from bench.render.escape import console_safe, markdown_safe
 from bench.render.findings import findings_lines
 from bench.render.header import energy_lines, header_lines, peaks_lines
+from bench.render.models import models_table
 
 SUMMARY_FILE = "summary.md"
 FINDINGS_INTRO = (
@@ -57,6 +58,15 @@ SECTIONS = (
             "around each pass). OOM, error, skipped and invalid cells were attempted and are explained in All cases."
         ),
         sections.throughput_table,
+    ),
+    Section(
+        "Models (what a sample costs)",
+        lambda run: (
+            "Parameters and FLOPs per sample counted once per model, untimed (the MLP's exactly from its shapes, "
+            "the others by torch's FlopCounterMode); `synthetic`: the model trains on its own random batch, so "
+            "epoch and train are skipped cells."
+        ),
+        models_table,
     ),
     Section("Speedup over the CPU (same workload and batch size)", None, sections.speedup_table),
     Section(
@@ -126,6 +136,7 @@ SECTIONS = (
 # what the console shows after the header, in this order
 CONSOLE = (
     ("Throughput (samples/s):", sections.throughput_table),
+    ("Models:", models_table),
     ("Speedup over the CPU:", sections.speedup_table),
     ("Across processes:", sections.scaling_table),
     ("Modes (speedup over eager, * fastest valid):", sections.modes_table),
