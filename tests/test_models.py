@@ -138,6 +138,14 @@ def test_flops_are_the_mlps_exact_count_and_counted_for_other_models() -> None:
     before = [p.detach().clone() for p in cnn.net.parameters()]
     assert counted_flops_per_sample(cnn, inputs, labels, backward=True) == expected
     assert all(torch.equal(a, b) for a, b in zip(before, cnn.net.parameters(), strict=True))
+    # the LSTM's gates by hand (FlopCounterMode has no formula for its fused kernel): 28 rows of 28 pixels
+    lstm = build_training("cpu", model="lstm")
+    hidden = lstm.net.lstm.hidden_size
+    gates_forward, head = 28 * 2 * 4 * hidden * (28 + hidden), 2 * hidden * 10
+    assert counted_flops_per_sample(lstm, inputs, labels, backward=False) == gates_forward + head
+    state_gradients = 28 * 2 * 4 * hidden * hidden  # the gradient to each previous state; none to the data
+    expected = 2 * gates_forward + state_gradients + 3 * head  # the head: forward, weight and input gradients
+    assert counted_flops_per_sample(lstm, inputs, labels, backward=True) == expected
 
 
 def test_modes_wrap_any_model_and_are_validated_against_eager(dataset: Dataset) -> None:
