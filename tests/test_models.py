@@ -287,3 +287,16 @@ def test_the_example_runs_data_parallel_on_two_processes(tmp_path: Path) -> None
     cases = {case.key: case for case in load_run(out).cases}
     together = cases[CaseKey("train_step", "cpu", 8, threads=1, world_size=2, model=EXAMPLE)]
     assert together.ok and together.samples_per_unit == 16 and together.backend == "gloo"
+
+
+def test_the_transformers_forward_is_counted_with_its_matmuls_not_its_fused_fast_path() -> None:
+    """Without autograd nn.TransformerEncoder runs a fused kernel FlopCounterMode cannot see: the forward
+    is counted with autograd on, so a training step is about three forwards (weights and inputs' gradients)."""
+    training = build_training("cpu", model="transformer", batch_size=2)
+    assert training.example is not None
+    inputs, targets = training.example
+    training.net.eval()  # as the forward workload leaves it: eval mode and no autograd take the fast path
+    forward = counted_flops_per_sample(training, inputs, targets, backward=False)
+    training.net.train()
+    step = counted_flops_per_sample(training, inputs, targets, backward=True)
+    assert 2.5 < step / forward < 3.5, (forward, step)
