@@ -21,6 +21,7 @@ from bench.measure.data import Dataset, load_dataset
 from bench.measure.efficiency import counted_flops_per_sample
 from bench.measure.model import build_training
 from bench.measure.userspec import check_user_model, user_builder
+from bench.render.escape import markdown
 from tests.conftest import REFERENCE_RUNS, ROOT, SMALL_REAL_DIR, run_cli
 
 EXAMPLE = "examples/my_model.py:build"
@@ -271,7 +272,8 @@ def test_compare_pairs_cases_by_model(models_run: Path) -> None:
     result = run_cli("compare", str(models_run), str(models_run))
     assert result.returncode == 0, result.output
     assert (
-        f"train_step · cpu · batch 32 · 1 threads · {EXAMPLE}" in result.stdout
+        f"train_step · cpu · batch 32 · {markdown(EXAMPLE)} · 1 threads"
+        in result.stdout  # compare prints Markdown
         and "· resnet18" in result.stdout
     )
 

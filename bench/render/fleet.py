@@ -69,10 +69,11 @@ def row_key(case: CaseResult) -> CaseKey:
 def differences(runs: list[Run]) -> list[str]:
     """What differs between the runs in ways that change their numbers, one line each."""
     lines = []
-    seen: dict[tuple[str, str], int] = {}
-    for run in runs:
-        seen[(run.run_id, run.created)] = seen.get((run.run_id, run.created), 0) + 1
-    for (run_id, created), times in seen.items():
+    seen: dict[tuple[str, str, str], int] = {}
+    for run in runs:  # one run's folder given twice: same id, start and machine
+        same = (run.run_id, run.created, fact_text(run.env, "host"))
+        seen[same] = seen.get(same, 0) + 1
+    for (run_id, created, _host), times in seen.items():
         if times > 1:
             lines.append(
                 f"run {run_id} (started {created}) is given {times} times: its columns are one run, repeated"
