@@ -318,6 +318,7 @@ def host_growth(case: CaseResult) -> int | None:
 def case_figures(run: Run, case: CaseResult) -> Figures:
     """The figures of one case; those of a failed case are only what it measured before failing."""
     timing = workload(case.key.workload).timing
+    first_batch, boundary = first_batch_figures(case)
     trained = timing is Timing.RUNS and case.ok and not run.dataset.synthetic
     target = run.options.target_accuracy
     energy = energy_figures(case) if case.ok else None
@@ -341,8 +342,8 @@ def case_figures(run: Run, case: CaseResult) -> Figures:
         nvml_used_bytes=case.peak("nvml_used_bytes"),
         data_share=data_share(case) if timing is Timing.EPOCHS else None,
         data_timer=data_timers(case) if timing is Timing.EPOCHS and case.ok else [],
-        first_batch_s=first_batch_figures(case)[0],
-        epoch_boundary_s=first_batch_figures(case)[1],
+        first_batch_s=first_batch,
+        epoch_boundary_s=boundary,
         epoch_vs_train_steps=epoch_vs_steps(run, case) if timing is Timing.EPOCHS else None,
         speedup_vs_cpu=speedup(run, case) if case.key.device != "cpu" else None,
         final_test_accuracy=case.final_accuracy if trained else None,
