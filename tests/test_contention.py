@@ -3,6 +3,9 @@ fallback source, and what a contended case does to figures, verdicts and compare
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from bench.analysis.compare import compare_runs
 from bench.analysis.metrics import CONTENDED, UNEXPLAINED, case_figures, speedup, verdict
 from bench.core.keys import CaseKey
-from bench.core.records import CONTENDED_WAIT_SHARE, ContentionRecord, PassRecord
+from bench.core.records import CONTENDED_WAIT_SHARE, OTHERS_MIN_CPUS, ContentionRecord, PassRecord
 from bench.core.results import CaseResult, Peaks
 from bench.env import contention
 from bench.render.sections import efficiency_table, throughput_table
@@ -81,6 +84,47 @@ def test_a_real_pass_of_this_process_is_read_from_proc() -> None:
     record = watch.record
     assert record is not None and record.source == "schedstat" and record.wall_s > 0 and record.threads >= 1
     assert record.wait_s is not None and record.wait_s >= 0
+
+
+@pytest.mark.parametrize(("others_cpu_s", "contended"), [(None, True), (0.05, False), (0.5, True)])
+def test_a_wait_counts_only_when_other_processes_held_the_cpus(others_cpu_s: float | None, contended: bool) -> None:
+    """Threads that waited 60% of a pass: for a hog (0.5 CPU of others), or for nobody but this
+    process's own DataLoader workers (0.05: the wait is the setting's cost, not a disturbance); where
+    the others' time is unknown the wait decides alone, as before."""
+    record = ContentionRecord("schedstat", 1.0, 2, wait_s=1.2, cpus=2, others_cpu_s=others_cpu_s)
+    assert record.contended is contended
+    assert record.self_inflicted is (others_cpu_s is not None and others_cpu_s < OTHERS_MIN_CPUS)
+    switches = ContentionRecord("ctx_switches", 1.0, 1, involuntary_switches=400, others_cpu_s=others_cpu_s)
+    assert switches.contended is contended
+
+
+def _spin_and_report(seconds: float, connection: Connection) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    connection.send(time.process_time())
+
+
+def test_the_process_tree_counts_its_children_live_and_ended() -> None:
+    """Two worker processes burn CPU: one ends before the second reading, one is still alive; the
+    tree's CPU time covers both, so their time is not charged to other processes."""
+    context = multiprocessing.get_context("fork")
+    before = contention.read()
+    ended_end, ended_child = context.Pipe()
+    live_end, live_child = context.Pipe()
+    ended = context.Process(target=_spin_and_report, args=(0.3, ended_child))
+    live = context.Process(target=_spin_and_report, args=(0.3, live_child))
+    ended.start()
+    live.start()
+    ended_cpu = ended_end.recv()
+    ended.join()
+    live_cpu = live_end.recv()
+    after = contention.read()  # `live` has reported but not been reaped
+    live.join()
+    assert before.tree_cpu_s is not None and after.tree_cpu_s is not None
+    assert after.tree_cpu_s - before.tree_cpu_s >= 0.9 * (ended_cpu + live_cpu)
+    record = contention.between(before, after)
+    assert record is not None and record.others_cpu_s is not None and record.others_cpu_s >= 0
 
 
 QUIET = ContentionRecord("schedstat", wall_s=1.0, threads=2, wait_s=0.02, cpus=2)

@@ -71,3 +71,11 @@ def run_queue_wait(case: CaseResult) -> float | None:
     shares = [r.contention.wait_share for r in case.passes if r.contention is not None]
     known = [s for s in shares if s is not None]
     return statistics.median(known) if known else None
+
+
+def others_cpus(case: CaseResult) -> float | None:
+    """The median CPUs' worth other processes used beside the case's passes (its own workers not
+    counted): what tells a wait for a neighbour from a wait for the setting's own worker processes."""
+    known = [r.contention.others_cpus for r in case.passes if r.contention is not None]
+    shares = [s for s in known if s is not None]
+    return statistics.median(shares) if shares else None

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from bench.analysis.collectives import gradient_bus_bandwidth, link_share
-from bench.analysis.health import health, run_queue_wait
+from bench.analysis.health import health, others_cpus, run_queue_wait
 from bench.analysis.training import median_accuracy_per_epoch, median_time_to_target, time_to_target
 from bench.core.catalog import (
     COMPUTE_BOUND_SHARE,
@@ -294,6 +294,7 @@ class Figures:
     health: list[str]  # contended, above-peak: figures not to be trusted
     contended_passes: int
     run_queue_wait: float | None  # median share of the time the case's threads waited for a CPU
+    others_cpus: float | None  # median CPUs' worth other processes used beside its passes
     compile_s: float | None
     recompiles: int | None
     watts: float | None
@@ -368,6 +369,7 @@ def case_figures(run: Run, case: CaseResult) -> Figures:
         health=health(run, case, peak_fraction(run, case) if case.ok else None),
         contended_passes=sum(r.contended for r in case.passes),
         run_queue_wait=run_queue_wait(case),
+        others_cpus=others_cpus(case),
         compile_s=case.compile_s,
         recompiles=case.recompiles if case.passes else None,
         watts=energy[0] if energy else None,

@@ -115,6 +115,10 @@ CONTENDED_WAIT_SHARE = 0.10
 CONTENDED_SWITCHES_PER_S = 50.0
 CONTENDED_STEAL_SHARE = 0.10  # of the VM's CPU time given to a neighbour by the hypervisor
 STEAL_MIN_S = 0.05  # /proc/stat counts in 10 ms ticks: less is below its resolution, not evidence
+# A wait is contention only when other processes (not this one's own DataLoader workers) used this
+# share of a CPU on the process's CPUs over the pass: a CPU hog holds 0.6-1.0 of one beside the
+# harness, the quiet VM's background (shell, logging, the agent) under 0.1.
+OTHERS_MIN_CPUS = 0.2
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class ContentionRecord:
     involuntary_switches: int | None = None  # ctx_switches
     steal_s: float | None = None  # CPU time the hypervisor gave away over the pass, all CPUs
     cpus: int | None = None
+    others_cpu_s: float | None = None  # CPU time other processes used on this one's CPUs over the pass
 
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
 
@@ -136,7 +141,7 @@ class ContentionRecord:
         require(
             0 < self.wall_s < MAX_SAMPLE_S and self.threads >= 1, "contention needs wall_s > 0, threads >= 1"
         )
-        figures = [self.wait_s, self.involuntary_switches, self.steal_s]
+        figures = [self.wait_s, self.involuntary_switches, self.steal_s, self.others_cpu_s]
         require(all(v is None or v >= 0 for v in figures), "waits, switches and steal are not negative")
 
     @property
@@ -149,11 +154,24 @@ class ContentionRecord:
         return self.steal_s / (self.wall_s * self.cpus) if self.steal_s is not None and self.cpus else None
 
     @property
+    def others_cpus(self) -> float | None:
+        """How many CPUs' worth other processes used on this process's CPUs over the pass."""
+        return self.others_cpu_s / self.wall_s if self.others_cpu_s is not None else None
+
+    @property
+    def self_inflicted(self) -> bool:
+        """The threads waited, but only for this process's own children (its DataLoader workers)."""
+        others = self.others_cpus
+        return others is not None and others < OTHERS_MIN_CPUS
+
+    @property
     def contended(self) -> bool:
         wait, steal, switches = self.wait_share, self.steal_share, self.switches_per_s
+        waited = (wait is not None and wait > CONTENDED_WAIT_SHARE) or (
+            switches is not None and switches > CONTENDED_SWITCHES_PER_S
+        )
         return (
-            (wait is not None and wait > CONTENDED_WAIT_SHARE)
-            or (switches is not None and switches > CONTENDED_SWITCHES_PER_S)
+            (waited and not self.self_inflicted)
             or (steal is not None and steal > CONTENDED_STEAL_SHARE and (self.steal_s or 0) >= STEAL_MIN_S)
         )
 

@@ -8,6 +8,12 @@ file read per thread and works inside containers, where other processes are invi
 cannot be read (macOS, restricted kernels), involuntary context switches (psutil) stand in, and
 the record says which source it came from. The machine's steal time (a hypervisor giving the VM's
 CPUs to a neighbour) is read alongside from `/proc/stat`.
+
+A thread also waits when the CPUs are held by this process's own children: the DataLoader's worker
+processes on a 2-CPU machine keep the main process's torch threads waiting 20-60% of an epoch with
+nothing else running. That wait is the cost of the setting being measured, not a disturbance, so the
+CPU time other processes used on this process's CPUs over the pass (the machine's busy time there,
+less this process tree's) is read too, and a wait counts as contention only when others were busy.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ class Reading:
     threads: dict[str, tuple[int, int]] | None
     involuntary_switches: int | None
     steal_ticks: int | None
+    usable_busy_s: float | None = None  # CPU time used on this process's CPUs so far, by anyone
+    tree_cpu_s: float | None = None  # CPU time of this process and its descendants so far
 
 
 def _schedstat(proc: Path) -> dict[str, tuple[int, int]] | None:
@@ -68,10 +76,44 @@ def _involuntary_switches() -> int | None:
         return None
 
 
-def read(proc: Path = PROC) -> Reading:
+def _usable_busy_s() -> float | None:
+    """CPU seconds spent so far on the CPUs this process may run on, by any process (idle, iowait and
+    steal left out)."""
+    try:
+        per_cpu = psutil.cpu_times(percpu=True)
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(len(per_cpu))
+        return sum(
+            t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+            for index, t in enumerate(per_cpu)
+            if index in usable
+        )
+    except (psutil.Error, OSError, AttributeError):
+        return None
+
+
+def _tree_cpu_s() -> float | None:
+    """CPU seconds of this process and all its descendants, live or ended: a live one counts itself,
+    an ended one is in its parent's children times, so each counts once as workers come and go."""
+    try:
+        me = psutil.Process()
+        total = 0.0
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                t = process.cpu_times()
+            except psutil.Error:
+                continue  # ended between the listing and the reading: its parent will count it
+            total += t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+        return total
+    except (psutil.Error, OSError):
+        return None
+
+
+def read(proc: Path = PROC, *, others: bool = True) -> Reading:
+    """One reading of the sources; `others` also reads the machine's and this tree's CPU time."""
+    busy, tree = (_usable_busy_s(), _tree_cpu_s()) if others else (None, None)
     threads = _schedstat(proc)
     switches = None if threads is not None else _involuntary_switches()
-    return Reading(time.perf_counter(), threads, switches, _steal_ticks(proc))
+    return Reading(time.perf_counter(), threads, switches, _steal_ticks(proc), busy, tree)
 
 
 def between(before: Reading, after: Reading, cpus: int | None = None) -> ContentionRecord | None:
@@ -83,6 +125,11 @@ def between(before: Reading, after: Reading, cpus: int | None = None) -> Content
     if before.steal_ticks is not None and after.steal_ticks is not None:
         steal = max(0, after.steal_ticks - before.steal_ticks) / TICKS_PER_S
     cpus = cpus or os.cpu_count() or 1
+    others = None
+    if None not in (before.usable_busy_s, after.usable_busy_s, before.tree_cpu_s, after.tree_cpu_s):
+        busy = after.usable_busy_s - before.usable_busy_s  # type: ignore[operator]
+        mine = after.tree_cpu_s - before.tree_cpu_s  # type: ignore[operator]
+        others = round(max(0.0, busy - mine), 4)
     if before.threads is not None and after.threads is not None:
         ran, wait = 0, 0
         for name, (run_ns, wait_ns) in after.threads.items():
@@ -90,37 +137,39 @@ def between(before: Reading, after: Reading, cpus: int | None = None) -> Content
             wait += max(0, wait_ns - wait0)
             ran += (run_ns - run0) / 1e9 >= RAN_SHARE * wall
         return ContentionRecord(
-            "schedstat", round(wall, 6), max(ran, 1), wait_s=wait / 1e9, steal_s=steal, cpus=cpus
-        )
+            "schedstat", round(wall, 6), max(ran, 1), wait_s=wait / 1e9, steal_s=steal, cpus=cpus,
+            others_cpu_s=others,
+        )  # fmt: skip
     if before.involuntary_switches is not None and after.involuntary_switches is not None:
         switches = max(0, after.involuntary_switches - before.involuntary_switches)
         return ContentionRecord("ctx_switches", round(wall, 6), 1, involuntary_switches=switches, steal_s=steal,
-                                cpus=cpus)  # fmt: skip
+                                cpus=cpus, others_cpu_s=others)  # fmt: skip
     return None
 
 
 class Watch:
     """`with Watch() as watch: ...` then `watch.record`: the contention of what ran inside."""
 
-    def __init__(self, proc: Path = PROC) -> None:
+    def __init__(self, proc: Path = PROC, *, others: bool = True) -> None:
         self.proc = proc
+        self.others = others
         self.record: ContentionRecord | None = None
         self._before: Reading | None = None
 
     def __enter__(self) -> Watch:
-        self._before = read(self.proc)
+        self._before = read(self.proc, others=self.others)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._before is not None:
-            self.record = between(self._before, read(self.proc))
+            self.record = between(self._before, read(self.proc, others=self.others))
 
 
 def probe_wait_share(seconds: float = 0.2, proc: Path = PROC) -> float | None:
     """Spins this thread for `seconds`: the share of it the thread waited for a CPU (None: unknown).
     Before a run, and where other processes are invisible (containers), this is what shows a busy
     machine."""
-    with Watch(proc) as watch:
+    with Watch(proc, others=False) as watch:
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             pass

@@ -319,6 +319,10 @@ def _case_status(case: CaseResult) -> str:
     return status
 
 
+def _cpus(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 CASES_AFTER = [
     BATCH,
     Column("status", lambda c: _case_status(c.case)),
@@ -327,6 +331,7 @@ CASES_AFTER = [
     Column("noisy", lambda c: "noisy" if c.figures.noisy else "", "noisy"),
     Column("health", lambda c: ", ".join(c.figures.health), "health"),
     Column("CPU wait", lambda c: fmt_percent(c.figures.run_queue_wait), "run_queue_wait"),
+    Column("others' CPUs", lambda c: _cpus(c.figures.others_cpus), "others_cpus"),
     Column("n", lambda c: c.figures.n or "", "n"),
     Column("passes", lambda c: c.figures.passes or "", "passes"),
     Column("samples/s", lambda c: fmt_rate(c.figures.samples_per_s) if c.case.ok else "", "samples_per_s"),
