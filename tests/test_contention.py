@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -87,7 +88,9 @@ def test_a_real_pass_of_this_process_is_read_from_proc() -> None:
 
 
 @pytest.mark.parametrize(("others_cpu_s", "contended"), [(None, True), (0.05, False), (0.5, True)])
-def test_a_wait_counts_only_when_other_processes_held_the_cpus(others_cpu_s: float | None, contended: bool) -> None:
+def test_a_wait_counts_only_when_other_processes_held_the_cpus(
+    others_cpu_s: float | None, contended: bool
+) -> None:
     """Threads that waited 60% of a pass: for a hog (0.5 CPU of others), or for nobody but this
     process's own DataLoader workers (0.05: the wait is the setting's cost, not a disturbance); where
     the others' time is unknown the wait decides alone, as before."""
@@ -239,3 +242,22 @@ def test_retry_slots_measure_again_only_the_cases_without_a_clean_pass(tmp_path:
     assert not retried.contended and retried.median_s == pytest.approx(0.001) and len(retried.passes) == 3
     no_retries = Options(devices=("cpu",), batch_sizes=(64,), workloads=("forward",), passes=2)
     assert not any(is_retry(item, no_retries) for item in schedule(keys, no_retries))
+
+
+def test_the_cpu_clock_is_read_around_each_pass_and_the_lower_kept() -> None:
+    """A CPU that slowed during the pass (2600 MHz before, 1200 after) records the lower clock, and a
+    case shows its lowest pass; where the platform reports clocks, a real pass records one."""
+    before = contention.Reading(0.0, {"1": (0, 0)}, None, 0, cpu_mhz=2600.0, cpu_max_mhz=3500.0)
+    after = contention.Reading(1.0, {"1": (10**9, 0)}, None, 0, cpu_mhz=1200.0, cpu_max_mhz=3500.0)
+    record = contention.between(before, after, cpus=1)
+    assert record is not None and record.cpu_mhz == 1200.0 and record.cpu_max_mhz == 3500.0
+    quick = replace(record, cpu_mhz=2600.0)
+    case = _case(CaseKey("forward", "cpu", 64), (0.01, quick), (0.01, record))
+    assert case_figures(make_run(case), case).cpu_mhz == 1200.0
+    import psutil
+
+    if not psutil.cpu_freq(percpu=True):
+        pytest.skip("this platform reports no CPU clock: the reading stays empty")
+    with contention.Watch() as watch:
+        sum(i * i for i in range(100_000))
+    assert watch.record is not None and watch.record.cpu_mhz is not None and watch.record.cpu_mhz > 0

@@ -79,3 +79,11 @@ def others_cpus(case: CaseResult) -> float | None:
     known = [r.contention.others_cpus for r in case.passes if r.contention is not None]
     shares = [s for s in known if s is not None]
     return statistics.median(shares) if shares else None
+
+
+def cpu_mhz(case: CaseResult) -> float | None:
+    """The lowest CPU clock read around the case's passes (MHz): a laptop on battery or a hot CPU
+    runs well below its rated clock, and its figures with it."""
+    clocks = [r.contention.cpu_mhz for r in case.passes if r.contention is not None]
+    known = [c for c in clocks if c is not None]
+    return min(known) if known else None

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from bench.analysis.collectives import gradient_bus_bandwidth, link_share
-from bench.analysis.health import health, others_cpus, run_queue_wait
+from bench.analysis.health import cpu_mhz, health, others_cpus, run_queue_wait
 from bench.analysis.training import median_accuracy_per_epoch, median_time_to_target, time_to_target
 from bench.core.catalog import (
     COMPUTE_BOUND_SHARE,
@@ -295,6 +295,7 @@ class Figures:
     contended_passes: int
     run_queue_wait: float | None  # median share of the time the case's threads waited for a CPU
     others_cpus: float | None  # median CPUs' worth other processes used beside its passes
+    cpu_mhz: float | None  # the lowest CPU clock read around its passes
     compile_s: float | None
     recompiles: int | None
     watts: float | None
@@ -370,6 +371,7 @@ def case_figures(run: Run, case: CaseResult) -> Figures:
         contended_passes=sum(r.contended for r in case.passes),
         run_queue_wait=run_queue_wait(case),
         others_cpus=others_cpus(case),
+        cpu_mhz=cpu_mhz(case),
         compile_s=case.compile_s,
         recompiles=case.recompiles if case.passes else None,
         watts=energy[0] if energy else None,

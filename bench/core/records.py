@@ -134,6 +134,8 @@ class ContentionRecord:
     steal_s: float | None = None  # CPU time the hypervisor gave away over the pass, all CPUs
     cpus: int | None = None
     others_cpu_s: float | None = None  # CPU time other processes used on this one's CPUs over the pass
+    cpu_mhz: float | None = None  # the slowest usable CPU's clock, the lower of before and after the pass
+    cpu_max_mhz: float | None = None  # the CPUs' rated maximum, where the platform says
 
     __pydantic_config__: ClassVar[dict[str, Any]] = STRICT
 
@@ -141,7 +143,8 @@ class ContentionRecord:
         require(
             0 < self.wall_s < MAX_SAMPLE_S and self.threads >= 1, "contention needs wall_s > 0, threads >= 1"
         )
-        figures = [self.wait_s, self.involuntary_switches, self.steal_s, self.others_cpu_s]
+        figures = [self.wait_s, self.involuntary_switches, self.steal_s, self.others_cpu_s, self.cpu_mhz,
+                   self.cpu_max_mhz]  # fmt: skip
         require(all(v is None or v >= 0 for v in figures), "waits, switches and steal are not negative")
 
     @property
@@ -170,9 +173,8 @@ class ContentionRecord:
         waited = (wait is not None and wait > CONTENDED_WAIT_SHARE) or (
             switches is not None and switches > CONTENDED_SWITCHES_PER_S
         )
-        return (
-            (waited and not self.self_inflicted)
-            or (steal is not None and steal > CONTENDED_STEAL_SHARE and (self.steal_s or 0) >= STEAL_MIN_S)
+        return (waited and not self.self_inflicted) or (
+            steal is not None and steal > CONTENDED_STEAL_SHARE and (self.steal_s or 0) >= STEAL_MIN_S
         )
 
     @property

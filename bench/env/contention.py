@@ -43,6 +43,8 @@ class Reading:
     steal_ticks: int | None
     usable_busy_s: float | None = None  # CPU time used on this process's CPUs so far, by anyone
     tree_cpu_s: float | None = None  # CPU time of this process and its descendants so far
+    cpu_mhz: float | None = None  # the slowest usable CPU's clock now
+    cpu_max_mhz: float | None = None  # its rated maximum, where the platform says
 
 
 def _schedstat(proc: Path) -> dict[str, tuple[int, int]] | None:
@@ -108,12 +110,28 @@ def _tree_cpu_s() -> float | None:
         return None
 
 
+def _cpu_mhz() -> tuple[float | None, float | None]:
+    """The lowest current clock among the usable CPUs and the highest rated maximum (MHz), where
+    readable (Linux cpufreq or /proc/cpuinfo; a VM often reports a fixed figure)."""
+    try:
+        per_cpu = psutil.cpu_freq(percpu=True) or []
+    except (OSError, AttributeError, NotImplementedError, RuntimeError):
+        return None, None
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(len(per_cpu))
+    chosen = [f for index, f in enumerate(per_cpu) if index in usable] or list(per_cpu)
+    current = [f.current for f in chosen if f.current and f.current > 0]
+    rated = [f.max for f in chosen if f.max and f.max > 0]
+    return (min(current) if current else None), (max(rated) if rated else None)
+
+
 def read(proc: Path = PROC, *, others: bool = True) -> Reading:
-    """One reading of the sources; `others` also reads the machine's and this tree's CPU time."""
+    """One reading of the sources; `others` also reads the machine's and this tree's CPU time and
+    the CPUs' clocks."""
     busy, tree = (_usable_busy_s(), _tree_cpu_s()) if others else (None, None)
+    mhz, max_mhz = _cpu_mhz() if others else (None, None)
     threads = _schedstat(proc)
     switches = None if threads is not None else _involuntary_switches()
-    return Reading(time.perf_counter(), threads, switches, _steal_ticks(proc), busy, tree)
+    return Reading(time.perf_counter(), threads, switches, _steal_ticks(proc), busy, tree, mhz, max_mhz)
 
 
 def between(before: Reading, after: Reading, cpus: int | None = None) -> ContentionRecord | None:
@@ -130,6 +148,8 @@ def between(before: Reading, after: Reading, cpus: int | None = None) -> Content
         busy = after.usable_busy_s - before.usable_busy_s  # type: ignore[operator]
         mine = after.tree_cpu_s - before.tree_cpu_s  # type: ignore[operator]
         others = round(max(0.0, busy - mine), 4)
+    clocks = [r.cpu_mhz for r in (before, after) if r.cpu_mhz is not None]
+    machine = {"cpu_mhz": round(min(clocks), 1) if clocks else None, "cpu_max_mhz": after.cpu_max_mhz}
     if before.threads is not None and after.threads is not None:
         ran, wait = 0, 0
         for name, (run_ns, wait_ns) in after.threads.items():
@@ -138,12 +158,12 @@ def between(before: Reading, after: Reading, cpus: int | None = None) -> Content
             ran += (run_ns - run0) / 1e9 >= RAN_SHARE * wall
         return ContentionRecord(
             "schedstat", round(wall, 6), max(ran, 1), wait_s=wait / 1e9, steal_s=steal, cpus=cpus,
-            others_cpu_s=others,
+            others_cpu_s=others, **machine,
         )  # fmt: skip
     if before.involuntary_switches is not None and after.involuntary_switches is not None:
         switches = max(0, after.involuntary_switches - before.involuntary_switches)
         return ContentionRecord("ctx_switches", round(wall, 6), 1, involuntary_switches=switches, steal_s=steal,
-                                cpus=cpus, others_cpu_s=others)  # fmt: skip
+                                cpus=cpus, others_cpu_s=others, **machine)  # fmt: skip
     return None
 
 

@@ -332,6 +332,7 @@ CASES_AFTER = [
     Column("health", lambda c: ", ".join(c.figures.health), "health"),
     Column("CPU wait", lambda c: fmt_percent(c.figures.run_queue_wait), "run_queue_wait"),
     Column("others' CPUs", lambda c: _cpus(c.figures.others_cpus), "others_cpus"),
+    Column("CPU MHz", lambda c: f"{c.figures.cpu_mhz:.0f}" if c.figures.cpu_mhz else "", "cpu_mhz"),
     Column("n", lambda c: c.figures.n or "", "n"),
     Column("passes", lambda c: c.figures.passes or "", "passes"),
     Column("samples/s", lambda c: fmt_rate(c.figures.samples_per_s) if c.case.ok else "", "samples_per_s"),
