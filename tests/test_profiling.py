@@ -55,3 +55,26 @@ def test_profiled_runs_leave_a_trace_and_an_op_table_per_case_and_compare_reads_
         "Ops whose time changed most"
         not in run_cli("compare", str(tmp_path / "a"), str(tmp_path / "plain")).output
     )
+
+
+@pytest.mark.slow
+def test_under_nproc_every_rank_profiles_the_data_parallel_steps_together(tmp_path: Path) -> None:
+    """`--nproc 2 --profile`: each rank leaves its own trace and op table, named with its rank, and the
+    op tables hold the gradient all-reduce that the ranks ran together."""
+    out = tmp_path / "ranks"
+    result = run_cli(
+        "run", "--nproc", "2", "--devices", "cpu", "--dataset", "synthetic", "--data-dir", str(tmp_path / "data"),
+        "--workloads", "train_step", "--batch-sizes", "32", "--passes", "1", "--max-time", "0.1", "--profile",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    (case,) = [c for c in load_run(out).cases if c.key.world_size == 2]
+    assert sorted(Path(p).name.rsplit("-", 1)[1] for p in case.profiles) == [
+        "rank0.ops.csv", "rank0.trace.json", "rank1.ops.csv", "rank1.trace.json",
+    ]  # fmt: skip
+    for path in case.profiles:
+        if path.endswith(".trace.json"):
+            assert json.loads((out / path).read_text())["traceEvents"]
+        else:
+            ops = [row["op"] for row in csv.DictReader((out / path).open())]
+            assert any("allreduce" in op.lower().replace("_", "") for op in ops), ops[:20]

@@ -24,6 +24,7 @@ import datetime
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ from bench.measure.energy import EnergyMeter
 from bench.measure.loaders import ResidentBatches
 from bench.measure.memory import MemoryMonitor
 from bench.measure.model import Training, build_training
+from bench.measure.profiling import profile_name, profile_steps, profiled_workload
 from bench.measure.records import Measured, Placement, measure_epochs, measure_runs
 from bench.measure.workloads import STEPS, WARMUP_CALLS, EpochSource, case_batch
 
@@ -303,6 +305,33 @@ class ParallelMeasure:
             contention=watch.record,
         )
         return self._together(Measured([record], key.batch_size), comm)
+
+
+def profile_together(world: World, dataset: Dataset, key: CaseKey, folder: Path) -> list[str] | None:
+    """Every rank profiles the same warm steps of a case across processes at once (the gradient
+    all-reduce inside them), each writing its own trace and op table named with its rank, into the
+    run folder (on its own node's disk under several nodes). Rank 0 gets every rank's files; a rank
+    whose profile failed is named in the error rank 0 raises. Untimed: after the case's passes."""
+    training = training_for(world, key)
+    inputs, labels = case_batch(
+        training, dataset, key.batch_size, world.device, offset=world.rank * key.batch_size
+    )
+    step = STEPS[workload(profiled_workload(key)).step or ""](training, inputs, labels)
+    for _ in range(WARMUP_CALLS):
+        step()
+    synchronize(world.device)
+    world.barrier()
+    try:
+        paths, error = profile_steps(step, world.device, folder, profile_name(key, world.rank)), None
+    except Exception as failure:  # a write refused on one rank: the others' files still count
+        paths, error = [], f"{type(failure).__name__}: {failure}"
+    gathered = world.gather((paths, error))
+    if not world.leader:
+        return None
+    failed = [f"rank {rank}: {error}" for rank, (_, error) in enumerate(gathered) if error]
+    if failed:
+        raise RuntimeError("profile not taken on " + "; ".join(failed))
+    return [path for paths, _ in gathered for path in paths]
 
 
 def wait_for_leader(world: World) -> None:

@@ -22,7 +22,7 @@ from bench.core.results import Disturbance, Peaks, Run, TimingPolicy
 from bench.core.stopping import interrupt_of, requested, signal_name
 from bench.core.store import save_run, utc_now
 from bench.engine.progress import Say
-from bench.engine.sweep import Sweep
+from bench.engine.sweep import Sweep, profiled
 from bench.engine.validation import validate_training
 from bench.env.contention import cpu_time_split, disturbance_between
 from bench.measure.data import Dataset
@@ -71,7 +71,7 @@ def remeasure_peaks(run: Run, options: Options, cases: list[CaseKey]) -> None:
 
 def follow(sweep: Sweep) -> None:
     """A rank other than 0: takes rank 0's decision for every item, and joins the items across processes."""
-    from bench.engine.distributed import ParallelMeasure, wait_for_leader
+    from bench.engine.distributed import ParallelMeasure, profile_together, wait_for_leader
 
     world = sweep.world
     for item in sweep.items:
@@ -83,6 +83,12 @@ def follow(sweep: Sweep) -> None:
                 ParallelMeasure(
                     world, sweep.dataset, sweep.options, sweep.min_round_s(item.key.device)
                 ).measure(item)
+            if profiled(sweep.options, item):
+                try:
+                    with case_context(item.key):
+                        profile_together(world, sweep.dataset, item.key, sweep.folder)
+                except Exception:  # rank 0 meets the same failure and notes it
+                    continue
 
 
 @contextmanager

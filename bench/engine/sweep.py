@@ -39,6 +39,11 @@ def needs_retry(case: CaseResult | None, options: Options) -> bool:
     return case is not None and case.ok and len(case.clean_passes) < min(options.passes, len(case.passes))
 
 
+def profiled(options: Options, item: Item) -> bool:
+    """`--profile` takes a case's steps after its last planned pass (never after a retry's)."""
+    return options.profile and item.pass_index == options.passes - 1
+
+
 @dataclass
 class Sweep:
     """The state of one run while it executes: the plan, the run record and its folder."""
@@ -122,8 +127,10 @@ class Sweep:
                 self.world.barrier()  # the other ranks waited for this one-process case
         self.run.in_progress = None
         self.progress.finished.append((item, time.perf_counter() - start))
-        if self.options.profile and decision == "solo" and item.pass_index == self.options.passes - 1:
+        if decision == "solo" and profiled(self.options, item):
             self.profile(key)
+        elif decision == "parallel" and profiled(self.options, item):
+            self.profile_together(key)
         broken = release_memory(key.device)  # after the record: a failing clean-up cannot cost the case
         if broken:
             self.broken_devices[key.device] = broken
@@ -179,6 +186,21 @@ class Sweep:
             self.progress.note(f"profile not taken: {one_line(error)}")
             return
         self.store(replace(case, profiles=paths))
+
+    def profile_together(self, key: CaseKey) -> None:
+        """A case across processes: every rank profiles its steps at once (the others in `follow`)."""
+        from bench.engine.distributed import profile_together
+
+        assert self.world is not None and self.progress is not None
+        try:
+            with case_context(key):
+                paths = profile_together(self.world, self.dataset, key, self.folder)
+        except Exception as error:
+            self.progress.note(f"profile not taken: {one_line(error)}")
+            return
+        case = self.run.case(key)
+        if case is not None and paths:
+            self.store(replace(case, profiles=paths))
 
     def larger_than_the_data(self, key: CaseKey) -> str | None:
         """An epoch or training run at a batch larger than the training set would be one batch of the

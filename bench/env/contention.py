@@ -149,7 +149,7 @@ def between(before: Reading, after: Reading, cpus: int | None = None) -> Content
         mine = after.tree_cpu_s - before.tree_cpu_s  # type: ignore[operator]
         others = round(max(0.0, busy - mine), 4)
     clocks = [r.cpu_mhz for r in (before, after) if r.cpu_mhz is not None]
-    machine = {"cpu_mhz": round(min(clocks), 1) if clocks else None, "cpu_max_mhz": after.cpu_max_mhz}
+    mhz, max_mhz = (round(min(clocks), 1) if clocks else None), after.cpu_max_mhz
     if before.threads is not None and after.threads is not None:
         ran, wait = 0, 0
         for name, (run_ns, wait_ns) in after.threads.items():
@@ -158,12 +158,12 @@ def between(before: Reading, after: Reading, cpus: int | None = None) -> Content
             ran += (run_ns - run0) / 1e9 >= RAN_SHARE * wall
         return ContentionRecord(
             "schedstat", round(wall, 6), max(ran, 1), wait_s=wait / 1e9, steal_s=steal, cpus=cpus,
-            others_cpu_s=others, **machine,
+            others_cpu_s=others, cpu_mhz=mhz, cpu_max_mhz=max_mhz,
         )  # fmt: skip
     if before.involuntary_switches is not None and after.involuntary_switches is not None:
         switches = max(0, after.involuntary_switches - before.involuntary_switches)
         return ContentionRecord("ctx_switches", round(wall, 6), 1, involuntary_switches=switches, steal_s=steal,
-                                cpus=cpus, others_cpu_s=others, **machine)  # fmt: skip
+                                cpus=cpus, others_cpu_s=others, cpu_mhz=mhz, cpu_max_mhz=max_mhz)  # fmt: skip
     return None
 
 

@@ -4,7 +4,8 @@ After a case's timed passes, a fresh copy of its model (same mode, same device, 
 few warm steps under `torch.profiler` (CPU and, on a GPU, CUDA activities; shapes and memory
 recorded). Each case leaves a Chrome/Perfetto trace (`chrome://tracing`, ui.perfetto.dev) and the
 profiler's `key_averages` table as CSV in the run folder's `profiles/`. Epoch and train cases are
-profiled as their training step.
+profiled as their training step. Under `--nproc`, every rank profiles the same steps together
+(DDP's all-reduce inside them) and writes its own files, named with its rank.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,9 +32,15 @@ OP_TABLE_FIELDS = ("op", "calls", "self_cpu_us", "cpu_total_us", "self_device_us
                    "self_cpu_memory_bytes", "self_device_memory_bytes")  # fmt: skip
 
 
-def profile_name(key: CaseKey) -> str:
-    """`train_step-step-cpu-64-compile`: the case's pytest id without its pass."""
-    return item_id(key, 0).removesuffix("-pass1")
+def profile_name(key: CaseKey, rank: int | None = None) -> str:
+    """`train_step-step-cpu-64-compile`: the case's pytest id without its pass (`-rank1`: one rank's)."""
+    name = item_id(key, 0).removesuffix("-pass1")
+    return name if rank is None else f"{name}-rank{rank}"
+
+
+def profiled_workload(key: CaseKey) -> str:
+    """The step a case is profiled as: its own, or the training step of an epoch or a training run."""
+    return key.workload if key.workload in ("forward", "forward_backward", "train_step") else "train_step"
 
 
 def _export_trace(profiler: profile, path: Path) -> None:
@@ -71,9 +79,14 @@ def profile_case(key: CaseKey, dataset: Dataset, folder: Path) -> list[str]:
     """Profiles PROFILED_STEPS warm steps of `key`'s model and mode; the files written, relative to
     `folder`. Run inside the case's context (mode, threads, current device), after its timed passes."""
     device = torch.device(key.device)
-    workload = key.workload if key.workload in ("forward", "forward_backward", "train_step") else "train_step"
     training = modes.build(key.mode, device, 0, key.model, key.batch_size)
-    step = make_step(workload, dataset, device, key.batch_size, training)
+    step = make_step(profiled_workload(key), dataset, device, key.batch_size, training)
+    return profile_steps(step, device, folder, profile_name(key))
+
+
+def profile_steps(step: Callable[[], object], device: torch.device, folder: Path, name: str) -> list[str]:
+    """PROFILED_STEPS calls of a warm `step` under the profiler: `name`'s trace and op table in
+    `folder`'s profiles/, returned relative to `folder`."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities, record_shapes=True, profile_memory=True) as profiler:
         for _ in range(PROFILED_STEPS):
@@ -81,7 +94,6 @@ def profile_case(key: CaseKey, dataset: Dataset, folder: Path) -> list[str]:
         synchronize(device)
     target = folder / PROFILES_DIR
     target.mkdir(exist_ok=True)
-    name = profile_name(key)
     trace, table = target / f"{name}.trace.json", target / f"{name}.ops.csv"
     _export_trace(profiler, trace)
     text = io.StringIO()
